@@ -2,8 +2,15 @@
 //! reads except where a caller passes the time in. The other crates speak to
 //! the outside world and hand their results to these types.
 
+pub mod config;
 pub mod ids;
+pub mod ledger;
+pub mod limits;
+pub mod mapping;
 pub mod messages;
+pub mod packing;
+pub mod report;
+pub mod validate;
 
 pub use ids::{ExternalId, IdError, RunId, SyncName};
 pub use messages::*;

@@ -171,6 +171,55 @@ pub struct Batch {
     pub delta_link: Option<String>,
 }
 
+/// Sent by the uploader to its own queue once every page of a run is
+/// loaded: "trigger, follow the sessions, report". Acked only after
+/// `RunCompleted` is recorded, so a successor uploader finishes a run that its
+/// predecessor had fully loaded but not closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishRun {
+    #[serde(default = "current_version")]
+    pub v: u32,
+    pub run_id: RunId,
+    pub sync: SyncName,
+    pub options: RunOptions,
+    /// Always true; tells this message apart from a `Batch` on the same queue.
+    pub finish_run: bool,
+    /// The deltaLink the run ended with, kept in `RunCompleted`.
+    #[serde(default)]
+    pub delta_link: Option<String>,
+}
+
+/// What arrives on `xaas.batches.<sync>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploaderMessage {
+    Batch(Batch),
+    FinishRun(FinishRun),
+}
+
+impl UploaderMessage {
+    /// Parses either message; `finish_run` tells them apart.
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            finish_run: bool,
+        }
+        let probe: Probe = serde_json::from_slice(body)?;
+        if probe.finish_run {
+            serde_json::from_slice(body).map(Self::FinishRun)
+        } else {
+            serde_json::from_slice(body).map(Self::Batch)
+        }
+    }
+
+    pub fn run_id(&self) -> &RunId {
+        match self {
+            Self::Batch(b) => &b.run_id,
+            Self::FinishRun(f) => &f.run_id,
+        }
+    }
+}
+
 /// A contiguous slice `[from, to)` of one batch's profiles that went into a
 /// bulk request. A batch can be split across two requests when packing.
 /// It also carries what the batch said about its page (`parts`, `len`,
@@ -204,6 +253,19 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
+    /// The name Okta uses, e.g. `IN_PROGRESS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "CREATED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Triggered => "TRIGGERED",
+            Self::Completed => "COMPLETED",
+            Self::Closed => "CLOSED",
+            Self::Expired => "EXPIRED",
+            Self::Error => "ERROR",
+        }
+    }
+
     /// Still accepting bulk loads.
     pub fn is_open(self) -> bool {
         matches!(self, Self::Created | Self::InProgress)
@@ -279,8 +341,11 @@ pub enum EventKind {
         total_pages: Option<u32>,
     },
     /// Profiles Okta refused even after the batch was split to isolate them.
+    /// `pieces` says which batch positions they were, so they count as
+    /// accounted for and the batch can be acked.
     ProfilesRefused {
         refused: Vec<Rejected>,
+        pieces: Vec<Piece>,
     },
     SessionTriggered {
         session_id: String,
@@ -362,6 +427,12 @@ impl MessageId for Page {
     }
 }
 
+impl MessageId for FinishRun {
+    fn message_id(&self) -> String {
+        format!("finish:{}:{}", self.sync, self.run_id)
+    }
+}
+
 impl MessageId for Batch {
     fn message_id(&self) -> String {
         format!("batch:{}:{}:{}:{}", self.sync, self.run_id, self.page_seq, self.part)
@@ -397,10 +468,7 @@ mod tests {
             external_id: ExternalId::parse("x1").unwrap(),
             profile: Some(BTreeMap::from([("email".into(), "a@b.c".into())])),
         };
-        assert_eq!(
-            serde_json::to_string(&p).unwrap(),
-            r#"{"externalId":"x1","profile":{"email":"a@b.c"}}"#
-        );
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"externalId":"x1","profile":{"email":"a@b.c"}}"#);
         let d = OktaProfile { external_id: ExternalId::parse("x1").unwrap(), profile: None };
         assert_eq!(serde_json::to_string(&d).unwrap(), r#"{"externalId":"x1"}"#);
     }
@@ -422,14 +490,7 @@ mod tests {
     #[test]
     fn message_ids_are_deterministic() {
         let (run, sync) = ids();
-        let f = FetchPage {
-            v: 1,
-            run_id: run,
-            sync,
-            options: RunOptions::default(),
-            seq: 3,
-            link: None,
-        };
+        let f = FetchPage { v: 1, run_id: run, sync, options: RunOptions::default(), seq: 3, link: None };
         assert_eq!(f.message_id(), f.clone().message_id());
         assert_eq!(f.message_id(), "fetch:demo:r1:3");
     }

@@ -1,0 +1,438 @@
+//! The uploader's state, rebuilt from the events stream.
+//!
+//! The uploader is the only stage with state (DESIGN §5): the open session and
+//! how many bulk requests it has taken, when the last session was triggered,
+//! and which parts of which pages each run has loaded. All of it is derived
+//! from the uploader's own `RunEvent`s, so a standby that takes over replays
+//! the stream into a fresh `Ledger` and carries on where its predecessor
+//! stopped. The uploader records `BulkSending` *before* each request, so after
+//! a crash the request count can be too high (an early rollover), never too
+//! low (a 51st request).
+
+use std::collections::{BTreeMap, HashMap};
+
+use time::OffsetDateTime;
+
+use crate::ids::{RunId, SyncName};
+use crate::messages::{Batch, EventKind, OktaProfile, Piece, RunEvent};
+
+/// The session the uploader is loading into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSession {
+    pub id: String,
+    /// Bulk requests sent or possibly sent to it.
+    pub requests: u32,
+}
+
+/// Positions `[from, to)` of one batch that are accounted for (loaded or
+/// refused), kept merged and sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Coverage {
+    len: u32,
+    ranges: Vec<(u32, u32)>,
+}
+
+impl Coverage {
+    fn add(&mut self, from: u32, to: u32) {
+        if from >= to {
+            return;
+        }
+        self.ranges.push((from, to));
+        self.ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.ranges.len());
+        for &(f, t) in &self.ranges {
+            match merged.last_mut() {
+                Some(last) if f <= last.1 => last.1 = last.1.max(t),
+                _ => merged.push((f, t)),
+            }
+        }
+        self.ranges = merged;
+    }
+
+    fn contains(&self, i: u32) -> bool {
+        self.ranges.iter().any(|&(f, t)| f <= i && i < t)
+    }
+
+    fn is_complete(&self) -> bool {
+        self.len == 0 || self.ranges == [(0, self.len)]
+    }
+}
+
+/// What one page of a run has had accounted for.
+#[derive(Debug, Clone, Default)]
+struct PageProgress {
+    parts: u32,
+    by_part: BTreeMap<u32, Coverage>,
+}
+
+impl PageProgress {
+    fn is_complete(&self) -> bool {
+        self.parts > 0 && (0..self.parts).all(|p| self.by_part.get(&p).is_some_and(Coverage::is_complete))
+    }
+}
+
+/// One run's progress, as far as the uploader is concerned.
+#[derive(Debug, Clone, Default)]
+pub struct RunProgress {
+    total_pages: Option<u32>,
+    pages: BTreeMap<u32, PageProgress>,
+    /// Sessions that carry data of this run, in order.
+    pub sessions: Vec<String>,
+    pub completed: bool,
+    pub failed: bool,
+}
+
+impl RunProgress {
+    /// Every page of the run is known and fully accounted for.
+    pub fn is_loaded(&self) -> bool {
+        match self.total_pages {
+            Some(total) => (0..total).all(|p| self.pages.get(&p).is_some_and(PageProgress::is_complete)),
+            None => false,
+        }
+    }
+
+    pub fn total_pages(&self) -> Option<u32> {
+        self.total_pages
+    }
+
+    fn cover(&mut self, piece: &Piece) {
+        if let Some(total) = piece.total_pages {
+            self.total_pages = Some(total);
+        }
+        let page = self.pages.entry(piece.page_seq).or_default();
+        page.parts = piece.parts;
+        let part = page.by_part.entry(piece.part).or_default();
+        part.len = piece.len;
+        part.add(piece.from, piece.to);
+    }
+}
+
+/// The uploader's recoverable state for one sync (one identity source).
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    sync: SyncName,
+    session: Option<OpenSession>,
+    last_trigger: Option<OffsetDateTime>,
+    /// Triggered sessions whose final status has not been recorded yet.
+    awaiting: Vec<String>,
+    runs: HashMap<RunId, RunProgress>,
+}
+
+impl Ledger {
+    pub fn new(sync: SyncName) -> Self {
+        Self { sync, session: None, last_trigger: None, awaiting: Vec::new(), runs: HashMap::new() }
+    }
+
+    /// Replays `events` (in stream order) into a fresh ledger. Events of
+    /// other syncs are ignored.
+    pub fn replay<'a>(sync: SyncName, events: impl IntoIterator<Item = &'a RunEvent>) -> Self {
+        let mut ledger = Self::new(sync);
+        for e in events {
+            ledger.apply(e);
+        }
+        ledger
+    }
+
+    /// Folds one event into the state. Applying an event twice is harmless.
+    pub fn apply(&mut self, e: &RunEvent) {
+        if e.sync != self.sync {
+            return;
+        }
+        match &e.kind {
+            EventKind::SessionOpened { session_id } => {
+                if self.session.as_ref().is_none_or(|s| &s.id != session_id) {
+                    self.session = Some(OpenSession { id: session_id.clone(), requests: 0 });
+                }
+            }
+            EventKind::BulkSending { session_id, request_no, .. } => {
+                let session = self.session.get_or_insert_with(|| OpenSession { id: session_id.clone(), requests: 0 });
+                if &session.id == session_id {
+                    session.requests = session.requests.max(*request_no);
+                }
+            }
+            EventKind::BulkLoaded { session_id, pieces, .. } => {
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                if !run.sessions.contains(session_id) {
+                    run.sessions.push(session_id.clone());
+                }
+                pieces.iter().for_each(|p| run.cover(p));
+            }
+            EventKind::ProfilesRefused { pieces, .. } => {
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                pieces.iter().for_each(|p| run.cover(p));
+            }
+            EventKind::BatchEmpty { page_seq, part, parts, total_pages } => {
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                run.cover(&Piece {
+                    page_seq: *page_seq,
+                    part: *part,
+                    parts: *parts,
+                    len: 0,
+                    total_pages: *total_pages,
+                    from: 0,
+                    to: 0,
+                });
+            }
+            EventKind::SessionTriggered { session_id, .. } => {
+                if self.session.as_ref().is_some_and(|s| &s.id == session_id) {
+                    self.session = None;
+                }
+                self.last_trigger = Some(self.last_trigger.map_or(e.at, |t| t.max(e.at)));
+                if !self.awaiting.contains(session_id) {
+                    self.awaiting.push(session_id.clone());
+                }
+            }
+            EventKind::SessionFinished { session_id, status } => {
+                self.awaiting.retain(|s| s != session_id);
+                if status.is_final() && self.session.as_ref().is_some_and(|s| &s.id == session_id) {
+                    self.session = None;
+                }
+            }
+            EventKind::RunCompleted { .. } => {
+                self.runs.entry(e.run_id.clone()).or_default().completed = true;
+            }
+            EventKind::RunFailed { .. } => {
+                self.runs.entry(e.run_id.clone()).or_default().failed = true;
+            }
+            EventKind::RunStarted { .. }
+            | EventKind::PageFetched { .. }
+            | EventKind::PageMapped { .. }
+            | EventKind::CooldownWaited { .. }
+            | EventKind::Retrying { .. } => {}
+        }
+    }
+
+    pub fn sync(&self) -> &SyncName {
+        &self.sync
+    }
+
+    /// The session to load into, if one is open.
+    pub fn open_session(&self) -> Option<&OpenSession> {
+        self.session.as_ref()
+    }
+
+    /// Forgets the open session (Okta closed or expired it).
+    pub fn drop_session(&mut self) {
+        self.session = None;
+    }
+
+    /// Triggered sessions whose outcome is still unknown.
+    pub fn awaiting(&self) -> &[String] {
+        &self.awaiting
+    }
+
+    /// When the next session may be created, given Okta's cooldown.
+    pub fn next_create_at(&self, cooldown: std::time::Duration) -> Option<OffsetDateTime> {
+        self.last_trigger.map(|t| t + cooldown)
+    }
+
+    pub fn run(&self, run: &RunId) -> Option<&RunProgress> {
+        self.runs.get(run)
+    }
+
+    /// True when the run was already completed or failed: nothing more to do.
+    pub fn is_run_closed(&self, run: &RunId) -> bool {
+        self.runs.get(run).is_some_and(|r| r.completed || r.failed)
+    }
+
+    /// Whether part `part` of page `page` of `run` is fully accounted for.
+    pub fn part_done(&self, run: &RunId, page: u32, part: u32) -> bool {
+        self.runs
+            .get(run)
+            .and_then(|r| r.pages.get(&page))
+            .and_then(|p| p.by_part.get(&part))
+            .is_some_and(Coverage::is_complete)
+    }
+
+    /// How many parts page `page` of `run` was cut into, if known.
+    pub fn page_parts(&self, run: &RunId, page: u32) -> Option<u32> {
+        self.runs.get(run).and_then(|r| r.pages.get(&page)).map(|p| p.parts).filter(|&n| n > 0)
+    }
+
+    /// The profiles of `batch` not yet accounted for, with their positions.
+    /// Empty when a redelivered batch was fully loaded before.
+    pub fn remaining(&self, batch: &Batch) -> Vec<(u32, OktaProfile)> {
+        let coverage = self
+            .runs
+            .get(&batch.run_id)
+            .and_then(|r| r.pages.get(&batch.page_seq))
+            .and_then(|p| p.by_part.get(&batch.part));
+        batch
+            .profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32, p))
+            .filter(|(i, _)| !coverage.is_some_and(|c| c.contains(*i)))
+            .map(|(i, p)| (i, p.clone()))
+            .collect()
+    }
+
+    /// The batch's every position is accounted for.
+    pub fn is_batch_done(&self, batch: &Batch) -> bool {
+        self.part_done(&batch.run_id, batch.page_seq, batch.part)
+    }
+
+    /// Runs that are fully loaded but not yet completed or failed.
+    pub fn loaded_unfinished_runs(&self) -> Vec<RunId> {
+        let mut runs: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.is_loaded() && !r.completed && !r.failed)
+            .map(|(id, _)| id.clone())
+            .collect();
+        runs.sort();
+        runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ExternalId;
+    use crate::messages::{Op, RunOptions, SessionStatus};
+
+    fn sync() -> SyncName {
+        SyncName::parse("demo").unwrap()
+    }
+
+    fn run() -> RunId {
+        RunId::parse("r1").unwrap()
+    }
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + secs).unwrap()
+    }
+
+    fn ev(secs: i64, kind: EventKind) -> RunEvent {
+        RunEvent::new(run(), sync(), at(secs), kind)
+    }
+
+    fn piece(page_seq: u32, part: u32, parts: u32, len: u32, from: u32, to: u32, total: Option<u32>) -> Piece {
+        Piece { page_seq, part, parts, len, total_pages: total, from, to }
+    }
+
+    fn batch(page_seq: u32, part: u32, parts: u32, n: u32) -> Batch {
+        Batch {
+            v: 1,
+            run_id: run(),
+            sync: sync(),
+            options: RunOptions::default(),
+            page_seq,
+            part,
+            parts,
+            total_pages: None,
+            op: Op::Upsert,
+            profiles: (0..n)
+                .map(|i| OktaProfile {
+                    external_id: ExternalId::parse(format!("u{page_seq}-{part}-{i}")).unwrap(),
+                    profile: None,
+                })
+                .collect(),
+            rejected: vec![],
+            delta_link: None,
+        }
+    }
+
+    fn loaded(session: &str, no: u32, pieces: Vec<Piece>) -> EventKind {
+        EventKind::BulkLoaded {
+            session_id: session.into(),
+            request_no: no,
+            op: Op::Upsert,
+            profiles: 0,
+            bytes: 0,
+            pieces,
+        }
+    }
+
+    fn sending(session: &str, no: u32) -> EventKind {
+        EventKind::BulkSending { session_id: session.into(), request_no: no, op: Op::Upsert, profiles: 0, bytes: 0 }
+    }
+
+    #[test]
+    fn counts_requests_from_intents_so_a_crash_errs_high() {
+        let events = vec![
+            ev(0, EventKind::SessionOpened { session_id: "s1".into() }),
+            ev(1, sending("s1", 1)),
+            ev(2, loaded("s1", 1, vec![piece(0, 0, 1, 200, 0, 200, None)])),
+            // crashed after announcing request 2: it may have reached Okta
+            ev(3, sending("s1", 2)),
+        ];
+        let ledger = Ledger::replay(sync(), &events);
+        assert_eq!(ledger.open_session(), Some(&OpenSession { id: "s1".into(), requests: 2 }));
+    }
+
+    #[test]
+    fn a_trigger_closes_the_session_and_starts_the_cooldown() {
+        let events = vec![
+            ev(0, EventKind::SessionOpened { session_id: "s1".into() }),
+            ev(1, sending("s1", 1)),
+            ev(10, EventKind::SessionTriggered { session_id: "s1".into(), requests: 1 }),
+        ];
+        let mut ledger = Ledger::replay(sync(), &events);
+        assert_eq!(ledger.open_session(), None);
+        assert_eq!(ledger.next_create_at(std::time::Duration::from_secs(300)), Some(at(310)));
+        assert_eq!(ledger.awaiting(), ["s1".to_string()]);
+        ledger.apply(&ev(20, EventKind::SessionFinished { session_id: "s1".into(), status: SessionStatus::Completed }));
+        assert!(ledger.awaiting().is_empty());
+    }
+
+    #[test]
+    fn remaining_skips_what_was_loaded_even_when_a_batch_was_split() {
+        let b = batch(0, 0, 1, 10);
+        let mut ledger = Ledger::new(sync());
+        assert_eq!(ledger.remaining(&b).len(), 10);
+        ledger.apply(&ev(0, loaded("s1", 1, vec![piece(0, 0, 1, 10, 0, 4, Some(1))])));
+        let rest: Vec<u32> = ledger.remaining(&b).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(rest, (4..10).collect::<Vec<_>>());
+        assert!(!ledger.is_batch_done(&b));
+        assert!(!ledger.run(&run()).unwrap().is_loaded());
+        ledger.apply(&ev(1, loaded("s1", 2, vec![piece(0, 0, 1, 10, 4, 10, Some(1))])));
+        assert!(ledger.remaining(&b).is_empty());
+        assert!(ledger.is_batch_done(&b));
+        assert!(ledger.run(&run()).unwrap().is_loaded());
+        assert_eq!(ledger.loaded_unfinished_runs(), vec![run()]);
+    }
+
+    #[test]
+    fn a_run_is_loaded_only_when_every_page_and_part_is_accounted_for() {
+        let mut ledger = Ledger::new(sync());
+        // page 1 of 2 is the last page; page 0 has two parts
+        ledger.apply(&ev(0, loaded("s1", 1, vec![piece(1, 0, 1, 5, 0, 5, Some(2))])));
+        ledger.apply(&ev(1, loaded("s1", 2, vec![piece(0, 0, 2, 5, 0, 5, None)])));
+        assert!(!ledger.run(&run()).unwrap().is_loaded(), "page 0 part 1 missing");
+        ledger
+            .apply(&ev(2, EventKind::ProfilesRefused { refused: vec![], pieces: vec![piece(0, 1, 2, 1, 0, 1, None)] }));
+        assert!(ledger.run(&run()).unwrap().is_loaded());
+        ledger.apply(&ev(3, EventKind::RunCompleted { delta_link: None }));
+        assert!(ledger.is_run_closed(&run()));
+        assert!(ledger.loaded_unfinished_runs().is_empty());
+    }
+
+    #[test]
+    fn empty_batches_count_as_seen_pages() {
+        let mut ledger = Ledger::new(sync());
+        let b = batch(0, 0, 1, 0);
+        assert!(!ledger.is_batch_done(&b));
+        ledger.apply(&ev(0, EventKind::BatchEmpty { page_seq: 0, part: 0, parts: 1, total_pages: Some(1) }));
+        assert!(ledger.is_batch_done(&b));
+        assert!(ledger.run(&run()).unwrap().is_loaded());
+    }
+
+    #[test]
+    fn replaying_twice_changes_nothing_and_other_syncs_are_ignored() {
+        let other = RunEvent::new(
+            run(),
+            SyncName::parse("other").unwrap(),
+            at(0),
+            EventKind::SessionOpened { session_id: "x".into() },
+        );
+        let events = [
+            other,
+            ev(0, EventKind::SessionOpened { session_id: "s1".into() }),
+            ev(1, sending("s1", 1)),
+            ev(1, sending("s1", 1)),
+        ];
+        let ledger = Ledger::replay(sync(), events.iter().chain(events.iter()));
+        assert_eq!(ledger.open_session(), Some(&OpenSession { id: "s1".into(), requests: 1 }));
+    }
+}

@@ -1,0 +1,342 @@
+//! The client the fetcher holds: one GET per page, with the token attached,
+//! throttling waited out within limits, and everything else classified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION};
+use tracing::Instrument;
+use url::Url;
+
+use crate::error::{self, GraphError, Service};
+use crate::page::GraphPage;
+use crate::settings::{GraphSettings, UsersQuery, clamp_page_size};
+use crate::token::{Bearer, TokenSource};
+
+const USER_AGENT: &str = concat!("xaas-sync/", env!("CARGO_PKG_VERSION"));
+
+/// A Microsoft Graph client for one tenant. Cheap to clone; clones share the
+/// connection pool and the cached token.
+#[derive(Clone)]
+pub struct GraphClient {
+    inner: Arc<Inner>,
+    retry: RetryPolicy,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    tokens: TokenSource,
+    /// The only origin the bearer token is sent to.
+    graph_origin: url::Origin,
+    users_endpoint: Url,
+    delta_endpoint: Url,
+}
+
+impl std::fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("graph", &self.inner.graph_origin.ascii_serialization())
+            .finish()
+    }
+}
+
+impl GraphClient {
+    /// Checks the settings and prepares the endpoints. Makes no request: the
+    /// first token is fetched by the first page.
+    pub fn new(settings: GraphSettings) -> Result<Self, GraphError> {
+        let GraphSettings {
+            authority_url,
+            graph_url,
+            tenant,
+            client_id,
+            client_secret,
+            timeout,
+            max_in_process_retries,
+            max_retry_after,
+        } = settings;
+        check_tenant(&tenant)?;
+        if client_id.trim().is_empty() {
+            return Err(GraphError::Config(
+                "client_id is empty: set the application (client) ID of the app registration".into(),
+            ));
+        }
+        if secrecy::ExposeSecret::expose_secret(&client_secret).is_empty() {
+            return Err(GraphError::Config(
+                "client_secret is empty: provide the secret's Value through the environment or a file".into(),
+            ));
+        }
+        let token_url = endpoint("authority_url", &authority_url, &[&tenant, "oauth2", "v2.0", "token"])?;
+        let users_endpoint = endpoint("graph_url", &graph_url, &["v1.0", "users"])?;
+        let delta_endpoint = endpoint("graph_url", &graph_url, &["v1.0", "users", "delta"])?;
+        let http = xaas_http::build_client(USER_AGENT, timeout)
+            .map_err(|e| GraphError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let tokens = TokenSource::new(http.clone(), token_url, tenant, client_id, client_secret);
+        let inner = Inner {
+            http,
+            tokens,
+            graph_origin: graph_url.origin(),
+            users_endpoint,
+            delta_endpoint,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+            retry: RetryPolicy {
+                max_retries: max_in_process_retries,
+                max_retry_after,
+                min_backoff: DEFAULT_MIN_BACKOFF,
+            },
+        })
+    }
+
+    /// The first backoff step when the server gave no `Retry-After` (it then
+    /// doubles, with jitter). One second by default; tests and the sandbox
+    /// may shorten it.
+    pub fn with_min_backoff(mut self, min_backoff: Duration) -> Self {
+        self.retry.min_backoff = min_backoff;
+        self
+    }
+
+    /// The first page of a full read: `GET /v1.0/users?$top=..&$select=..&$filter=..`.
+    pub fn users_url(&self, q: &UsersQuery) -> Url {
+        q.users_url(&self.inner.users_endpoint)
+    }
+
+    /// The first page of a delta round: `GET /v1.0/users/delta?$select=..`.
+    /// Fetch it, and every link that follows, with [`Self::get_delta_page`]
+    /// so that the page size is sent along.
+    pub fn delta_url(&self, q: &UsersQuery) -> Url {
+        q.delta_url(&self.inner.delta_endpoint)
+    }
+
+    /// GETs exactly `url` (a first-page URL, or a nextLink/deltaLink
+    /// verbatim) and reads the page.
+    pub async fn get_page(&self, url: &str) -> Result<GraphPage, GraphError> {
+        self.fetch(url, None).await
+    }
+
+    /// Like [`Self::get_page`], for `/users/delta` links: Graph takes no `$top`
+    /// there, and does not carry the `Prefer: odata.maxpagesize` header over
+    /// from one page to the next, so it is sent on every request.
+    pub async fn get_delta_page(&self, url: &str, page_size: u16) -> Result<GraphPage, GraphError> {
+        self.fetch(url, Some(clamp_page_size(page_size))).await
+    }
+
+    async fn fetch(&self, link: &str, max_page_size: Option<u16>) -> Result<GraphPage, GraphError> {
+        let url = self.inner.graph_link(link)?;
+        let span = tracing::debug_span!("graph_page", path = url.path());
+        let inner = &*self.inner;
+        let retry = self.retry;
+        (|| inner.get_once(&url, max_page_size))
+            .retry(retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(GraphError::is_retryable)
+            .adjust(|err, backoff| retry.next_wait(err, backoff))
+            .notify(|err, wait| {
+                metrics::counter!("graph_retries_total", "reason" => err.kind()).increment(1);
+                tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "retrying a Graph request");
+            })
+            .instrument(span)
+            .await
+    }
+}
+
+impl Inner {
+    /// Only links to the configured Graph origin get our token.
+    fn graph_link(&self, link: &str) -> Result<Url, GraphError> {
+        let url = Url::parse(link).map_err(|e| GraphError::BadLink { reason: format!("{e}") })?;
+        if url.origin() != self.graph_origin {
+            return Err(GraphError::ForeignLink {
+                link_origin: url.origin().ascii_serialization(),
+                graph_origin: self.graph_origin.ascii_serialization(),
+            });
+        }
+        Ok(url)
+    }
+
+    /// One attempt, without the retry loop.
+    async fn get_once(&self, url: &Url, max_page_size: Option<u16>) -> Result<GraphPage, GraphError> {
+        let bearer = self.tokens.bearer().await?;
+        let mut response = self.send(url, &bearer, max_page_size).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            // Revoked or rotated before its time: one fresh token, one more try.
+            tracing::info!("Graph refused the cached token; fetching a new one");
+            self.tokens.discard(&bearer).await;
+            let bearer = self.tokens.bearer().await?;
+            response = self.send(url, &bearer, max_page_size).await?;
+        }
+        let status = response.status();
+        let retry_after = xaas_http::retry_after(response.headers());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| error::transport(Service::Graph, url, e))?;
+        if !status.is_success() {
+            return Err(error::from_graph_response(url.path(), status, retry_after, &body));
+        }
+        GraphPage::parse(&body).map_err(|reason| GraphError::Malformed {
+            service: Service::Graph,
+            path: url.path().to_owned(),
+            reason,
+        })
+    }
+
+    async fn send(
+        &self,
+        url: &Url,
+        bearer: &Bearer,
+        max_page_size: Option<u16>,
+    ) -> Result<reqwest::Response, GraphError> {
+        let mut request = self
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, bearer.header.clone())
+            .header(ACCEPT, "application/json");
+        if let Some(size) = max_page_size {
+            request = request.header("prefer", format!("odata.maxpagesize={size}"));
+        }
+        let result = request.send().await;
+        let status = match &result {
+            Ok(response) => response.status().as_str().to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        tracing::debug!(path = url.path(), %status, "graph response");
+        metrics::counter!("graph_requests_total", "status" => status).increment(1);
+        result.map_err(|e| error::transport(Service::Graph, url, e))
+    }
+}
+
+const DEFAULT_MIN_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long to keep trying inside the process. Past this, the error goes
+/// back to the caller, whose broker-level retry waits without holding a
+/// worker.
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    max_retries: usize,
+    max_retry_after: Duration,
+    min_backoff: Duration,
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.min_backoff)
+            .with_max_delay(self.max_retry_after.max(self.min_backoff))
+            .with_max_times(self.max_retries)
+    }
+
+    /// The wait before the next attempt, or `None` to give up now: the
+    /// server's `Retry-After` wins over our backoff, unless it is longer than
+    /// we are willing to hold a worker for.
+    fn next_wait(&self, err: &GraphError, backoff: Option<Duration>) -> Option<Duration> {
+        let backoff = backoff?;
+        match err.retry_after() {
+            Some(wait) if wait > self.max_retry_after => None,
+            Some(wait) => Some(wait),
+            None => Some(backoff),
+        }
+    }
+}
+
+/// App-only tokens need the specific tenant: a GUID or a domain name. Also
+/// keeps the value a single path segment of the token URL.
+fn check_tenant(tenant: &str) -> Result<(), GraphError> {
+    let valid = !tenant.is_empty()
+        && !tenant.starts_with('.')
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(GraphError::Config(format!(
+            "tenant {tenant:?} is not a tenant ID or domain: use the directory (tenant) ID, e.g. 00000000-0000-0000-0000-000000000000"
+        )))
+    }
+}
+
+/// `base` with `segments` appended to its path (keeping any path prefix, as a
+/// sandbox or a proxy may have one).
+fn endpoint(setting: &str, base: &Url, segments: &[&str]) -> Result<Url, GraphError> {
+    let unusable = || GraphError::Config(format!("{setting} {base} must be an absolute http(s) URL"));
+    if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+        return Err(unusable());
+    }
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| unusable())?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            max_retry_after: Duration::from_secs(30),
+            min_backoff: Duration::from_millis(10),
+        }
+    }
+
+    fn throttled(secs: u64) -> GraphError {
+        GraphError::Throttled {
+            service: Service::Graph,
+            retry_after: Some(Duration::from_secs(secs)),
+        }
+    }
+
+    #[test]
+    fn retry_after_wins_over_backoff_within_the_limit() {
+        let backoff = Some(Duration::from_millis(10));
+        assert_eq!(policy().next_wait(&throttled(5), backoff), Some(Duration::from_secs(5)));
+        assert_eq!(policy().next_wait(&throttled(31), backoff), None);
+        assert_eq!(
+            policy().next_wait(&throttled(5), None),
+            None,
+            "the retry budget is spent"
+        );
+        let transport = GraphError::Transport {
+            service: Service::Graph,
+            origin: "o".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(policy().next_wait(&transport, backoff), backoff);
+    }
+
+    #[test]
+    fn endpoints_keep_a_path_prefix() {
+        let base = Url::parse("http://127.0.0.1:8080/graph/").unwrap();
+        let url = endpoint("graph_url", &base, &["v1.0", "users"]).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/graph/v1.0/users");
+        let bare = Url::parse("https://login.microsoftonline.com").unwrap();
+        let url = endpoint(
+            "authority_url",
+            &bare,
+            &["contoso.onmicrosoft.com", "oauth2", "v2.0", "token"],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert!(endpoint("graph_url", &Url::parse("mailto:a@b.c").unwrap(), &["x"]).is_err());
+    }
+
+    #[test]
+    fn tenants_are_single_path_segments() {
+        assert!(check_tenant("9188040d-6c67-4c5b-b112-36a304b66dad").is_ok());
+        assert!(check_tenant("contoso.onmicrosoft.com").is_ok());
+        for bad in ["", "..", "a/b", "a b", "x?y"] {
+            assert!(matches!(check_tenant(bad), Err(GraphError::Config(_))), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The Microsoft Graph client the fetcher reads Entra ID users with.
+//!
+//! - [`GraphClient::get_page`] GETs one page of `/v1.0/users` or
+//!   `/v1.0/users/delta`, following Graph's `@odata.nextLink` and
+//!   `@odata.deltaLink` verbatim, so each page can be its own broker message.
+//! - The app-only token (client credentials) is cached and refreshed before it
+//!   expires, one refresh at a time however many tasks share the client.
+//! - 429 and transient 5xx/network failures are retried briefly in-process
+//!   (honouring `Retry-After`), then returned as retryable so the broker's
+//!   delayed retry takes over; everything else is permanent, with a message
+//!   that says what to fix. An expired delta link is its own error,
+//!   [`GraphError::DeltaExpired`], because the answer is a full resync.
+//!
+//! See `reference/microsoft-graph.md` for the behaviour this follows.
+
+mod client;
+mod error;
+mod page;
+mod settings;
+mod token;
+
+pub use client::GraphClient;
+pub use error::{AuthFailure, GraphError, Service};
+pub use page::GraphPage;
+pub use settings::{GraphSettings, MAX_PAGE_SIZE, UsersQuery};
+
+#[cfg(test)]
+mod tests;
