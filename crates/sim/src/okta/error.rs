@@ -1,0 +1,139 @@
+//! Okta's error responses: `{errorCode, errorSummary, errorLink, errorId, errorCauses}`.
+//!
+//! The codes and summaries are the ones the spec's examples and Okta's legacy
+//! reference give (reference §1.4). `errorLink` repeats the code and `errorId`
+//! is fresh per response, as Okta does.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Serialize;
+
+/// A refused Okta request, as the handlers build it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OktaError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub summary: String,
+    pub causes: Vec<String>,
+}
+
+/// Marks a response as a refusal so the recorder (`/sim/okta/refused`) can log
+/// it without parsing the body again.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: String,
+    pub summary: String,
+}
+
+impl OktaError {
+    /// 400 `E0000001`: a rule of the API was broken. `what` names the field or
+    /// rule, as Okta's `Api validation failed: <what>` does.
+    pub fn validation(what: &str, causes: Vec<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "E0000001",
+            summary: format!("Api validation failed: {what}"),
+            causes,
+        }
+    }
+
+    /// 400 `E0000003`: the body is not JSON of the expected shape.
+    pub fn malformed(cause: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "E0000003",
+            summary: "The request body was not well-formed.".into(),
+            causes: vec![cause.into()],
+        }
+    }
+
+    /// 401 `E0000011`.
+    pub fn invalid_token() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "E0000011",
+            summary: "Invalid token provided".into(),
+            causes: Vec::new(),
+        }
+    }
+
+    /// 403 `E0000006`: authenticated, but the token lacks the scope.
+    pub fn forbidden() -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "E0000006",
+            summary: "You do not have permission to perform the requested action".into(),
+            causes: Vec::new(),
+        }
+    }
+
+    /// 404 `E0000007`. `kind` is Okta's resource type name.
+    pub fn not_found(id: &str, kind: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "E0000007",
+            summary: format!("Not found: Resource not found: {id} ({kind})"),
+            causes: Vec::new(),
+        }
+    }
+
+    /// 429 `E0000047`. The caller adds the `X-Rate-Limit-*` headers.
+    pub fn rate_limited() -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "E0000047",
+            summary: "API call exceeded rate limit due to too many requests.".into(),
+            causes: Vec::new(),
+        }
+    }
+
+    /// 500 `E0000009`, only ever injected by the fault layer.
+    pub fn internal() -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "E0000009",
+            summary: "Internal Server Error".into(),
+            causes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    error_code: &'a str,
+    error_summary: &'a str,
+    error_link: &'a str,
+    error_id: String,
+    error_causes: Vec<Cause<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Cause<'a> {
+    error_summary: &'a str,
+}
+
+/// An id shaped like Okta's (`oae` + 22 characters); only uniqueness matters.
+fn error_id() -> String {
+    let tail: String = rand::rng().sample_iter(Alphanumeric).take(22).map(char::from).collect();
+    format!("oae{tail}")
+}
+
+impl IntoResponse for OktaError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error_code: self.code,
+            error_summary: &self.summary,
+            error_link: self.code,
+            error_id: error_id(),
+            error_causes: self.causes.iter().map(|c| Cause { error_summary: c }).collect(),
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(Refusal { code: self.code.to_owned(), summary: self.summary });
+        response
+    }
+}

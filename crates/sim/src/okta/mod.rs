@@ -1,0 +1,153 @@
+//! Okta's Identity Sources API ("Anything-as-a-Source"), as strict as Okta.
+//!
+//! - `api`      the session routes: create, list, get, cancel, bulk loads, start-import
+//! - `session`  the session state machine, the per-session limits and the import queue
+//! - `bulk`     bulk bodies and Okta's rules for them (200 profiles, 200 KB, strings only)
+//! - `store`    the Okta users the imports produce
+//! - `auth`     `SSWS` tokens and OAuth bearer tokens with their scopes
+//! - `oauth`    the service app's token endpoint (client credentials + private_key_jwt)
+//! - `import`   the background task that completes imports on time
+//! - `admin`    the sandbox's inspection routes for all of the above
+//! - `error`    Okta's error bodies
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod bulk;
+pub mod error;
+pub mod import;
+pub mod oauth;
+pub mod session;
+pub mod store;
+
+use std::collections::VecDeque;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+pub use error::OktaError;
+pub use session::{Moment, Rules, SessionView, Status};
+
+use crate::SimConfig;
+use crate::app::Shared;
+
+/// Everything Okta-side the sandbox remembers.
+#[derive(Debug)]
+pub struct OktaState {
+    pub sessions: session::Sessions,
+    pub users: store::UserStore,
+    pub tokens: oauth::TokenStore,
+    pub refused: VecDeque<RefusedRequest>,
+}
+
+/// Refusals kept for inspection; the oldest go first past this many.
+const MAX_REFUSALS: usize = 10_000;
+
+/// A request the sandbox refused on its Okta routes (not an injected fault).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedRequest {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub error_code: String,
+    pub error_summary: String,
+}
+
+impl OktaState {
+    pub fn new(cfg: &SimConfig) -> Self {
+        let rules = Rules {
+            cooldown: cfg.cooldown,
+            import_duration: cfg.import_duration,
+            idle_expiry: cfg.session_idle_expiry,
+        };
+        Self {
+            sessions: session::Sessions::new(cfg.identity_source_id.clone(), rules),
+            users: store::UserStore::default(),
+            tokens: oauth::TokenStore::default(),
+            refused: VecDeque::new(),
+        }
+    }
+
+    /// Brings the state up to `now`: expiries, and completed imports applied
+    /// to the users in the order Okta processed them.
+    pub fn advance(&mut self, now: Instant) {
+        for done in self.sessions.advance(now) {
+            for load in &done.loads {
+                self.users.apply(load, done.at);
+            }
+        }
+    }
+
+    /// Forgets sessions, users, the cooldown and refusals. Issued tokens stay
+    /// valid: a reset is about data, and a client holding a token must not
+    /// start failing auth because a test reset the sandbox.
+    pub fn reset(&mut self) {
+        self.sessions.reset();
+        self.users = store::UserStore::default();
+        self.refused.clear();
+    }
+
+    fn record_refusal(&mut self, r: RefusedRequest) {
+        if self.refused.len() >= MAX_REFUSALS {
+            self.refused.pop_front();
+        }
+        self.refused.push_back(r);
+    }
+}
+
+/// The Okta routes, each behind Okta's rate limit; the API routes also behind auth.
+pub fn routes(state: &Shared) -> Router<Shared> {
+    let api = api::routes()
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        .layer(middleware::from_fn_with_state(state.clone(), api_rate_limit))
+        // Bodies over 200 KB must reach the handler to get Okta's 400, not axum's 413.
+        .layer(DefaultBodyLimit::max(16 * 1024 * 1024));
+    let token = Router::new()
+        .route(oauth::TOKEN_PATH, axum::routing::post(oauth::token))
+        .layer(middleware::from_fn_with_state(state.clone(), token_rate_limit));
+    api.merge(token).layer(middleware::from_fn_with_state(state.clone(), record_refusals))
+}
+
+async fn api_rate_limit(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    rate_limited(&state.okta_rate, req, next).await
+}
+
+/// Okta keeps the token endpoint in its own bucket.
+async fn token_rate_limit(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    rate_limited(&state.okta_token_rate, req, next).await
+}
+
+async fn rate_limited(limiter: &crate::ratelimit::RateLimiter, req: Request, next: Next) -> Response {
+    let standing = limiter.hit(Instant::now());
+    let mut response = if standing.exceeded { OktaError::rate_limited().into_response() } else { next.run(req).await };
+    standing.apply(response.headers_mut());
+    response
+}
+
+/// Keeps every refusal for `/sim/okta/refused`, so a test can prove there
+/// were none.
+async fn record_refusals(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let response = next.run(req).await;
+    if let Some(refusal) = response.extensions().get::<error::Refusal>() {
+        let r = RefusedRequest {
+            at: OffsetDateTime::now_utc(),
+            method,
+            path,
+            status: response.status().as_u16(),
+            error_code: refusal.code.clone(),
+            error_summary: refusal.summary.clone(),
+        };
+        state.okta_at(Instant::now()).record_refusal(r);
+    }
+    response
+}
