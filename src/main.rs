@@ -1,1 +1,252 @@
-fn main() {}
+//! `xaas`: the one binary. A thin clap front over the library crates.
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use xaas_core::{Mode, RunId, SyncName};
+use xaas_workers::commands::{self, CommandError, EnqueueArgs, ParkedCommand};
+use xaas_workers::telemetry::{self, LogFormat};
+use xaas_workers::{Deps, Role, StartupError, app};
+
+/// Keeps an Okta org in step with Microsoft Entra ID through Okta's
+/// Identity Sources API.
+#[derive(Parser)]
+#[command(name = "xaas", version)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "XAAS_CONFIG", default_value = "xaas.toml")]
+    config: PathBuf,
+    #[arg(long, global = true, env = "XAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sandbox: Entra's token endpoint, Graph users and Okta Identity Sources.
+    Sim(Box<xaas_sim::SimConfig>),
+    /// Run a worker: fetcher, mapper, uploader, or all three.
+    Worker {
+        #[arg(value_enum)]
+        role: Role,
+        /// Serve /healthz and /metrics here.
+        #[arg(long, env = "XAAS_HEALTH_LISTEN")]
+        health_listen: Option<SocketAddr>,
+    },
+    /// Start a run of a configured sync.
+    Enqueue {
+        #[arg(long)]
+        sync: SyncName,
+        #[arg(long, value_enum, default_value_t = ModeArg::Full)]
+        mode: ModeArg,
+        /// Run the pipeline but send nothing to Okta.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the run and print its report.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        run_id: Option<RunId>,
+        /// With --wait: stop waiting after this long (e.g. 30m).
+        #[arg(long, value_parser = xaas_sim::config::parse_duration)]
+        timeout: Option<Duration>,
+        /// With --wait: print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent runs, or one run's report, read back from the events stream.
+    Status {
+        run: Option<RunId>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages that could not be processed.
+    Parked {
+        #[command(subcommand)]
+        command: ParkedArg,
+    },
+    /// The newcomer's tour: sandbox + workers + a full sync of the sample users.
+    Demo(demo::DemoArgs),
+    /// Print the JSON Schema of SyncRequest, for starting runs from any AMQP client.
+    Schema,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Full,
+    Delta,
+    Deactivate,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Full => Mode::Full,
+            ModeArg::Delta => Mode::Delta,
+            ModeArg::Deactivate => Mode::Deactivate,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ParkedArg {
+    /// List parked messages (they stay parked).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one parked message in full.
+    Show { position: usize },
+    /// Send parked messages back to the queue they came from.
+    Replay {
+        /// A position from `list`; omit with --all.
+        position: Option<usize>,
+        #[arg(long, conflicts_with = "position")]
+        all: bool,
+    },
+    /// Delete every parked message.
+    Purge,
+}
+
+/// Exit codes: 0 done, 1 a run failed or a command failed at run time,
+/// 2 bad configuration or unreachable services at start.
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Startup(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Command(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Startup(StartupError),
+    Command(CommandError),
+}
+
+impl From<StartupError> for Failure {
+    fn from(e: StartupError) -> Self {
+        Self::Startup(e)
+    }
+}
+
+impl From<CommandError> for Failure {
+    fn from(e: CommandError) -> Self {
+        Self::Command(e)
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Sim(cfg) => {
+            xaas_sim::app::serve(*cfg).await.map_err(|e| StartupError::Other(format!("sim: {e}")))?;
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", include_str!("../schemas/sync-request.schema.json"));
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(&cli.config, args).await,
+        Command::Worker { role, health_listen } => {
+            let config = app::load_config(&cli.config)?;
+            let name = format!("{role:?}@{}", hostname()).to_lowercase();
+            let broker = app::connect(&config, &name).await?;
+            let deps = Deps::build(config, broker.clone())?;
+            if let Some(addr) = health_listen {
+                let bound = telemetry::serve_health(addr, broker.clone(), telemetry::install_metrics())
+                    .await
+                    .map_err(|e| StartupError::Other(format!("--health-listen {addr}: {e}")))?;
+                tracing::info!(%bound, "serving /healthz and /metrics");
+            }
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            tracing::info!(?role, "worker starting");
+            let result = xaas_workers::runtime::run(deps, role, shutdown).await;
+            broker.close().await;
+            tracing::info!("worker stopped");
+            Ok(result?)
+        }
+        Command::Enqueue { sync, mode, dry_run, wait, run_id, timeout, json } => {
+            let config = app::load_config(&cli.config)?;
+            config.sync(&sync).map_err(StartupError::Config)?;
+            let broker = app::connect(&config, "enqueue").await?;
+            let args = EnqueueArgs { sync, mode: mode.into(), dry_run, run_id, wait, timeout, json };
+            let result = commands::enqueue(&broker, args).await;
+            broker.close().await;
+            result?;
+            Ok(())
+        }
+        Command::Status { run, json } => {
+            let config = app::load_config(&cli.config)?;
+            let broker = app::connect(&config, "status").await?;
+            let result = commands::status(&broker, run, json).await;
+            broker.close().await;
+            Ok(result?)
+        }
+        Command::Parked { command } => {
+            let config = app::load_config(&cli.config)?;
+            let broker = app::connect(&config, "parked").await?;
+            let cmd = match command {
+                ParkedArg::List { limit } => ParkedCommand::List { limit },
+                ParkedArg::Show { position } => ParkedCommand::Show { position },
+                ParkedArg::Replay { all: true, .. } => ParkedCommand::Replay { which: xaas_broker::Replay::All },
+                ParkedArg::Replay { position: Some(p), .. } => {
+                    ParkedCommand::Replay { which: xaas_broker::Replay::Position(p) }
+                }
+                ParkedArg::Replay { position: None, all: false } => {
+                    return Err(
+                        CommandError::Usage("say which: a position from `xaas parked list`, or --all".into()).into()
+                    );
+                }
+                ParkedArg::Purge => ParkedCommand::Purge,
+            };
+            let result = commands::parked(&broker, cmd).await;
+            broker.close().await;
+            Ok(result?)
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C: stop consuming, finish or requeue, exit 0.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stop requested; finishing in-flight work");
+    shutdown.cancel();
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "local".into())
+}

@@ -56,7 +56,10 @@ pub struct RunOptions {
 
 /// Starts a run. Published to `xaas.requests` by `xaas enqueue`, the scheduler
 /// or any AMQP client (its JSON Schema is published in `schemas/`).
+/// Unknown fields are refused, so a misspelt option (`"dryrun"`) cannot
+/// silently start a real run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     #[serde(default = "current_version")]
     pub v: u32,

@@ -36,9 +36,7 @@ struct Inner {
 
 impl std::fmt::Debug for GraphClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphClient")
-            .field("graph", &self.inner.graph_origin.ascii_serialization())
-            .finish()
+        f.debug_struct("GraphClient").field("graph", &self.inner.graph_origin.ascii_serialization()).finish()
     }
 }
 
@@ -73,13 +71,7 @@ impl GraphClient {
         let http = xaas_http::build_client(USER_AGENT, timeout)
             .map_err(|e| GraphError::Config(format!("cannot build the HTTP client: {e}")))?;
         let tokens = TokenSource::new(http.clone(), token_url, tenant, client_id, client_secret);
-        let inner = Inner {
-            http,
-            tokens,
-            graph_origin: graph_url.origin(),
-            users_endpoint,
-            delta_endpoint,
-        };
+        let inner = Inner { http, tokens, graph_origin: graph_url.origin(), users_endpoint, delta_endpoint };
         Ok(Self {
             inner: Arc::new(inner),
             retry: RetryPolicy {
@@ -168,10 +160,7 @@ impl Inner {
         }
         let status = response.status();
         let retry_after = xaas_http::retry_after(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| error::transport(Service::Graph, url, e))?;
+        let body = response.bytes().await.map_err(|e| error::transport(Service::Graph, url, e))?;
         if !status.is_success() {
             return Err(error::from_graph_response(url.path(), status, retry_after, &body));
         }
@@ -188,11 +177,8 @@ impl Inner {
         bearer: &Bearer,
         max_page_size: Option<u16>,
     ) -> Result<reqwest::Response, GraphError> {
-        let mut request = self
-            .http
-            .get(url.clone())
-            .header(AUTHORIZATION, bearer.header.clone())
-            .header(ACCEPT, "application/json");
+        let mut request =
+            self.http.get(url.clone()).header(AUTHORIZATION, bearer.header.clone()).header(ACCEPT, "application/json");
         if let Some(size) = max_page_size {
             request = request.header("prefer", format!("odata.maxpagesize={size}"));
         }
@@ -246,9 +232,7 @@ impl RetryPolicy {
 fn check_tenant(tenant: &str) -> Result<(), GraphError> {
     let valid = !tenant.is_empty()
         && !tenant.starts_with('.')
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        && tenant.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
     if valid {
         Ok(())
     } else {
@@ -268,10 +252,7 @@ fn endpoint(setting: &str, base: &Url, segments: &[&str]) -> Result<Url, GraphEr
     let mut url = base.clone();
     url.set_query(None);
     url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| unusable())?
-        .pop_if_empty()
-        .extend(segments);
+    url.path_segments_mut().map_err(|()| unusable())?.pop_if_empty().extend(segments);
     Ok(url)
 }
 
@@ -280,18 +261,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_retries: 3,
-            max_retry_after: Duration::from_secs(30),
-            min_backoff: Duration::from_millis(10),
-        }
+        RetryPolicy { max_retries: 3, max_retry_after: Duration::from_secs(30), min_backoff: Duration::from_millis(10) }
     }
 
     fn throttled(secs: u64) -> GraphError {
-        GraphError::Throttled {
-            service: Service::Graph,
-            retry_after: Some(Duration::from_secs(secs)),
-        }
+        GraphError::Throttled { service: Service::Graph, retry_after: Some(Duration::from_secs(secs)) }
     }
 
     #[test]
@@ -299,16 +273,8 @@ mod tests {
         let backoff = Some(Duration::from_millis(10));
         assert_eq!(policy().next_wait(&throttled(5), backoff), Some(Duration::from_secs(5)));
         assert_eq!(policy().next_wait(&throttled(31), backoff), None);
-        assert_eq!(
-            policy().next_wait(&throttled(5), None),
-            None,
-            "the retry budget is spent"
-        );
-        let transport = GraphError::Transport {
-            service: Service::Graph,
-            origin: "o".into(),
-            reason: "r".into(),
-        };
+        assert_eq!(policy().next_wait(&throttled(5), None), None, "the retry budget is spent");
+        let transport = GraphError::Transport { service: Service::Graph, origin: "o".into(), reason: "r".into() };
         assert_eq!(policy().next_wait(&transport, backoff), backoff);
     }
 
@@ -318,16 +284,8 @@ mod tests {
         let url = endpoint("graph_url", &base, &["v1.0", "users"]).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:8080/graph/v1.0/users");
         let bare = Url::parse("https://login.microsoftonline.com").unwrap();
-        let url = endpoint(
-            "authority_url",
-            &bare,
-            &["contoso.onmicrosoft.com", "oauth2", "v2.0", "token"],
-        )
-        .unwrap();
-        assert_eq!(
-            url.as_str(),
-            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
-        );
+        let url = endpoint("authority_url", &bare, &["contoso.onmicrosoft.com", "oauth2", "v2.0", "token"]).unwrap();
+        assert_eq!(url.as_str(), "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
         assert!(endpoint("graph_url", &Url::parse("mailto:a@b.c").unwrap(), &["x"]).is_err());
     }
 

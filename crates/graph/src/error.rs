@@ -29,29 +29,17 @@ pub enum GraphError {
     // --- retryable -------------------------------------------------------
     /// 429. `retry_after` is the server's requested wait, when it gave one.
     #[error("{service} is throttling us (429){}; retry after that wait", wait(*retry_after))]
-    Throttled {
-        service: Service,
-        retry_after: Option<Duration>,
-    },
+    Throttled { service: Service, retry_after: Option<Duration> },
 
     /// A 5xx that a later attempt may not get.
     #[error("{service} is unavailable ({status}{}){}; retry later", code_suffix(code), wait(*retry_after))]
-    Unavailable {
-        service: Service,
-        status: u16,
-        code: Option<String>,
-        retry_after: Option<Duration>,
-    },
+    Unavailable { service: Service, status: u16, code: Option<String>, retry_after: Option<Duration> },
 
     /// Connection refused or reset, DNS, timeout, a body cut short.
     #[error(
         "could not complete a request to {service} at {origin}: {reason}; check network, DNS and proxy, it will be retried"
     )]
-    Transport {
-        service: Service,
-        origin: String,
-        reason: String,
-    },
+    Transport { service: Service, origin: String, reason: String },
 
     // --- permanent -------------------------------------------------------
     /// The token endpoint refused our credentials. Never contains the secret.
@@ -60,29 +48,16 @@ pub enum GraphError {
 
     /// The delta link is no longer valid (410, `syncStateNotFound`,
     /// `resyncRequired`): start over with a full round.
-    #[error(
-        "the delta link has expired ({status}{}); run a full sync to get a new one",
-        code_suffix(code)
-    )]
+    #[error("the delta link has expired ({status}{}); run a full sync to get a new one", code_suffix(code))]
     DeltaExpired { status: u16, code: Option<String> },
 
     /// Graph answered a 4xx (or an odd status) that retrying will not change.
     #[error("Microsoft Graph refused {path} with {status}{}: {message}{}", code_suffix(code), hint_suffix(*hint))]
-    Rejected {
-        path: String,
-        status: u16,
-        code: Option<String>,
-        message: String,
-        hint: Option<&'static str>,
-    },
+    Rejected { path: String, status: u16, code: Option<String>, message: String, hint: Option<&'static str> },
 
     /// A 2xx whose body is not what Graph sends.
     #[error("{service} sent a malformed response to {path}: {reason}")]
-    Malformed {
-        service: Service,
-        path: String,
-        reason: String,
-    },
+    Malformed { service: Service, path: String, reason: String },
 
     /// A link pointing somewhere other than the configured Graph: following
     /// it would hand our bearer token to that host.
@@ -104,10 +79,7 @@ impl GraphError {
     /// Worth trying again later (the broker's delayed retry); everything else
     /// needs a fix or, for [`GraphError::DeltaExpired`], a full resync.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::Throttled { .. } | Self::Unavailable { .. } | Self::Transport { .. }
-        )
+        matches!(self, Self::Throttled { .. } | Self::Unavailable { .. } | Self::Transport { .. })
     }
 
     /// The wait the server asked for, when it asked.
@@ -136,9 +108,7 @@ impl GraphError {
 }
 
 fn wait(retry_after: Option<Duration>) -> String {
-    retry_after
-        .map(|d| format!(", asked to wait {:.3}s", d.as_secs_f64()))
-        .unwrap_or_default()
+    retry_after.map(|d| format!(", asked to wait {:.3}s", d.as_secs_f64())).unwrap_or_default()
 }
 
 fn code_suffix(code: &Option<String>) -> String {
@@ -158,11 +128,7 @@ fn aadsts(codes: &[u64]) -> String {
 }
 
 fn description_suffix(description: &str) -> String {
-    if description.is_empty() {
-        String::new()
-    } else {
-        format!(": {description}")
-    }
+    if description.is_empty() { String::new() } else { format!(": {description}") }
 }
 
 /// Why Entra ID would not issue a token, and what to check.
@@ -226,11 +192,7 @@ pub(crate) fn transport(service: Service, url: &Url, error: reqwest::Error) -> G
         reason.push_str(&inner.to_string());
         cause = inner.source();
     }
-    GraphError::Transport {
-        service,
-        origin: url.origin().ascii_serialization(),
-        reason,
-    }
+    GraphError::Transport { service, origin: url.origin().ascii_serialization(), reason }
 }
 
 /// The codes that say a delta token is gone.
@@ -243,33 +205,17 @@ pub(crate) fn from_graph_response(
     retry_after: Option<Duration>,
     body: &[u8],
 ) -> GraphError {
-    let error = serde_json::from_slice::<ODataBody>(body)
-        .ok()
-        .and_then(|b| b.error)
-        .unwrap_or_default();
+    let error = serde_json::from_slice::<ODataBody>(body).ok().and_then(|b| b.error).unwrap_or_default();
     let code = error.code.clone();
-    let delta_expired = error
-        .codes()
-        .any(|c| DELTA_EXPIRED_CODES.iter().any(|known| c.eq_ignore_ascii_case(known)));
+    let delta_expired = error.codes().any(|c| DELTA_EXPIRED_CODES.iter().any(|known| c.eq_ignore_ascii_case(known)));
     if status == StatusCode::GONE || delta_expired {
-        return GraphError::DeltaExpired {
-            status: status.as_u16(),
-            code,
-        };
+        return GraphError::DeltaExpired { status: status.as_u16(), code };
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return GraphError::Throttled {
-            service: Service::Graph,
-            retry_after,
-        };
+        return GraphError::Throttled { service: Service::Graph, retry_after };
     }
     if is_retryable_server_error(status) {
-        return GraphError::Unavailable {
-            service: Service::Graph,
-            status: status.as_u16(),
-            code,
-            retry_after,
-        };
+        return GraphError::Unavailable { service: Service::Graph, status: status.as_u16(), code, retry_after };
     }
     let message = error.message.clone().unwrap_or_else(|| body_excerpt(body));
     GraphError::Rejected {
@@ -326,10 +272,7 @@ pub(crate) fn from_token_response(
     body: &[u8],
 ) -> GraphError {
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return GraphError::Throttled {
-            service: Service::TokenEndpoint,
-            retry_after,
-        };
+        return GraphError::Throttled { service: Service::TokenEndpoint, retry_after };
     }
     if is_retryable_server_error(status) {
         return GraphError::Unavailable {
@@ -385,11 +328,7 @@ fn first_line(text: &str) -> &str {
 /// Defence in depth: whatever a server echoes, the secret does not reach a
 /// message or a log line.
 fn scrub(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(secret, "[redacted]")
-    }
+    if secret.is_empty() { text.to_owned() } else { text.replace(secret, "[redacted]") }
 }
 
 /// A bounded, single-line excerpt of a body that was not the expected JSON.
@@ -429,11 +368,7 @@ mod tests {
 
     #[test]
     fn token_refusals_name_what_to_check_and_scrub_the_secret() {
-        let who = Credentials {
-            tenant: "contoso",
-            client_id: "app-1",
-            secret: "s3cr3t",
-        };
+        let who = Credentials { tenant: "contoso", client_id: "app-1", secret: "s3cr3t" };
         let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret s3cr3t provided.\r\nTrace ID: 1","error_codes":[7000215]}"#;
         let err = from_token_response(&who, StatusCode::UNAUTHORIZED, None, body);
         let text = err.to_string();
@@ -446,11 +381,7 @@ mod tests {
 
     #[test]
     fn token_endpoint_throttling_is_retryable() {
-        let who = Credentials {
-            tenant: "t",
-            client_id: "c",
-            secret: "s",
-        };
+        let who = Credentials { tenant: "t", client_id: "c", secret: "s" };
         let err = from_token_response(&who, StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(3)), b"");
         assert!(err.is_retryable());
         assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));

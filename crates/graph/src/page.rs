@@ -38,12 +38,7 @@ impl GraphPage {
         let next_link = link(&envelope, "@odata.nextLink")?;
         let delta_link = link(&envelope, "@odata.deltaLink")?;
 
-        let mut page = GraphPage {
-            users: Vec::with_capacity(items.len()),
-            removed: Vec::new(),
-            next_link,
-            delta_link,
-        };
+        let mut page = GraphPage { users: Vec::with_capacity(items.len()), removed: Vec::new(), next_link, delta_link };
         for item in items {
             match item.get("@removed") {
                 Some(removed) => page.removed.push(removed_user(&item, removed)?),
@@ -66,18 +61,12 @@ fn link(envelope: &serde_json::Map<String, Value>, name: &str) -> Result<Option<
 /// id the removal cannot be applied, and dropping it silently would leave a
 /// user active in Okta, so the page is refused instead.
 fn removed_user(item: &Value, removed: &Value) -> Result<RemovedUser, String> {
-    let id = item
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or("an `@removed` item has no string `id`")?;
+    let id = item.get("id").and_then(Value::as_str).ok_or("an `@removed` item has no string `id`")?;
     let reason = removed
         .get("reason")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("the `@removed` item {id} has no string `reason`"))?;
-    Ok(RemovedUser {
-        id: id.to_owned(),
-        reason: reason.to_owned(),
-    })
+    Ok(RemovedUser { id: id.to_owned(), reason: reason.to_owned() })
 }
 
 #[cfg(test)]
@@ -99,24 +88,12 @@ mod tests {
         });
         let page = GraphPage::parse(body.to_string().as_bytes()).unwrap();
         let ids: Vec<&str> = page.users.iter().map(|u| u["id"].as_str().unwrap()).collect();
-        assert_eq!(
-            ids,
-            [
-                "ffff7b1a-13b6-477b-8c0c-380905cd99f7",
-                "6ea91a8d-e32e-41a1-b7bd-d2d185eed0e0"
-            ]
-        );
+        assert_eq!(ids, ["ffff7b1a-13b6-477b-8c0c-380905cd99f7", "6ea91a8d-e32e-41a1-b7bd-d2d185eed0e0"]);
         assert_eq!(
             page.removed,
-            [RemovedUser {
-                id: "86462606-fde0-4fc4-9e0c-a20eb73e54c6".into(),
-                reason: "deleted".into()
-            }]
+            [RemovedUser { id: "86462606-fde0-4fc4-9e0c-a20eb73e54c6".into(), reason: "deleted".into() }]
         );
-        assert_eq!(
-            page.next_link.as_deref(),
-            Some("https://graph.microsoft.com/v1.0/users/delta?$skiptoken=oEBwdSP6")
-        );
+        assert_eq!(page.next_link.as_deref(), Some("https://graph.microsoft.com/v1.0/users/delta?$skiptoken=oEBwdSP6"));
         assert_eq!(page.delta_link, None);
         assert!(!page.is_last());
     }
@@ -124,12 +101,8 @@ mod tests {
     #[test]
     fn users_pass_through_untouched() {
         let user = json!({"id": "1", "extension_abc_costCenter": "42", "@odata.type": "#microsoft.graph.user"});
-        let page = GraphPage::parse(
-            json!({"value": [user.clone()], "@odata.deltaLink": "d"})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
+        let page =
+            GraphPage::parse(json!({"value": [user.clone()], "@odata.deltaLink": "d"}).to_string().as_bytes()).unwrap();
         assert_eq!(page.users, [user]);
         assert_eq!(page.delta_link.as_deref(), Some("d"));
         assert!(page.is_last());
@@ -137,23 +110,14 @@ mod tests {
 
     #[test]
     fn a_page_without_a_value_array_is_refused() {
-        for body in [
-            r#"{"users": []}"#,
-            r#"{"value": {}}"#,
-            r#"[]"#,
-            "<html>",
-            r#"{"value":[],"@odata.nextLink":3}"#,
-        ] {
+        for body in [r#"{"users": []}"#, r#"{"value": {}}"#, r#"[]"#, "<html>", r#"{"value":[],"@odata.nextLink":3}"#] {
             assert!(GraphPage::parse(body.as_bytes()).is_err(), "{body}");
         }
     }
 
     #[test]
     fn a_removal_without_id_or_reason_is_refused() {
-        for item in [
-            json!({"@removed": {"reason": "deleted"}}),
-            json!({"id": "1", "@removed": {}}),
-        ] {
+        for item in [json!({"@removed": {"reason": "deleted"}}), json!({"id": "1", "@removed": {}})] {
             let body = json!({"value": [item]}).to_string();
             assert!(GraphPage::parse(body.as_bytes()).is_err(), "{body}");
         }

@@ -99,10 +99,8 @@ const QUERY_VALUE: &AsciiSet = &CONTROLS
 
 fn with_query(endpoint: &Url, options: &[(&str, String)]) -> Url {
     let mut url = endpoint.clone();
-    let query: Vec<String> = options
-        .iter()
-        .map(|(name, value)| format!("{name}={}", utf8_percent_encode(value, QUERY_VALUE)))
-        .collect();
+    let query: Vec<String> =
+        options.iter().map(|(name, value)| format!("{name}={}", utf8_percent_encode(value, QUERY_VALUE))).collect();
     url.set_query((!query.is_empty()).then(|| query.join("&")).as_deref());
     url
 }
@@ -153,16 +151,8 @@ mod tests {
     fn delta_url_carries_only_select() {
         let delta = Url::parse("https://graph.microsoft.com/v1.0/users/delta").unwrap();
         let url = query(Some("accountEnabled eq true")).delta_url(&delta);
-        assert_eq!(
-            url.as_str(),
-            "https://graph.microsoft.com/v1.0/users/delta?$select=id,userPrincipalName"
-        );
-        let bare = UsersQuery {
-            page_size: 10,
-            select: vec![],
-            filter: None,
-        }
-        .delta_url(&delta);
+        assert_eq!(url.as_str(), "https://graph.microsoft.com/v1.0/users/delta?$select=id,userPrincipalName");
+        let bare = UsersQuery { page_size: 10, select: vec![], filter: None }.delta_url(&delta);
         assert_eq!(bare.as_str(), "https://graph.microsoft.com/v1.0/users/delta");
     }
 }

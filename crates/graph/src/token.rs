@@ -55,14 +55,7 @@ impl TokenSource {
         client_id: String,
         client_secret: SecretString,
     ) -> Self {
-        Self {
-            http,
-            token_url,
-            tenant,
-            client_id,
-            client_secret,
-            cache: Mutex::default(),
-        }
+        Self { http, token_url, tenant, client_id, client_secret, cache: Mutex::default() }
     }
 
     /// The cached token, or a new one when it is missing or about to expire.
@@ -74,14 +67,8 @@ impl TokenSource {
         let requested_at = Instant::now();
         let (header, lifetime) = self.request().await?;
         cache.issued += 1;
-        let bearer = Bearer {
-            header,
-            generation: cache.issued,
-        };
-        cache.current = Some(Cached {
-            bearer: bearer.clone(),
-            refresh_at: requested_at + refresh_after(lifetime),
-        });
+        let bearer = Bearer { header, generation: cache.issued };
+        cache.current = Some(Cached { bearer: bearer.clone(), refresh_at: requested_at + refresh_after(lifetime) });
         metrics::counter!("graph_token_refreshes_total").increment(1);
         tracing::debug!(lifetime_s = lifetime.as_secs(), "obtained a Graph token");
         Ok(bearer)
@@ -91,11 +78,7 @@ impl TokenSource {
     /// replaced.
     pub async fn discard(&self, refused: &Bearer) {
         let mut cache = self.cache.lock().await;
-        if cache
-            .current
-            .as_ref()
-            .is_some_and(|c| c.bearer.generation == refused.generation)
-        {
+        if cache.current.as_ref().is_some_and(|c| c.bearer.generation == refused.generation) {
             cache.current = None;
         }
     }
@@ -108,13 +91,7 @@ impl TokenSource {
             ("scope", GRAPH_SCOPE),
         ];
         let transport = |e| error::transport(Service::TokenEndpoint, &self.token_url, e);
-        let response = self
-            .http
-            .post(self.token_url.clone())
-            .form(&form)
-            .send()
-            .await
-            .map_err(transport)?;
+        let response = self.http.post(self.token_url.clone()).form(&form).send().await.map_err(transport)?;
         let status = response.status();
         let retry_after = xaas_http::retry_after(response.headers());
         let body = response.bytes().await.map_err(transport)?;
@@ -137,18 +114,9 @@ impl TokenSource {
         };
         // The position only: serde's message could quote a value, and a
         // value here may be the token.
-        let token: TokenResponse = serde_json::from_slice(body).map_err(|e| {
-            malformed(format!(
-                "not a token response (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
-        })?;
-        if let Some(kind) = token
-            .token_type
-            .as_deref()
-            .filter(|t| !t.eq_ignore_ascii_case("bearer"))
-        {
+        let token: TokenResponse = serde_json::from_slice(body)
+            .map_err(|e| malformed(format!("not a token response (line {}, column {})", e.line(), e.column())))?;
+        if let Some(kind) = token.token_type.as_deref().filter(|t| !t.eq_ignore_ascii_case("bearer")) {
             return Err(malformed(format!("token_type is {kind:?}, expected Bearer")));
         }
         if token.access_token.expose_secret().is_empty() {

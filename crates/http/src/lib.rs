@@ -91,10 +91,7 @@ mod tests {
         assert!(matches!(err, UrlError::InsecureHttp { .. }));
         assert!(err.to_string().starts_with("okta.base_url:"), "{err}");
         assert!(parse_base_url("okta.base_url", "http://sim:8080", true).is_ok());
-        assert!(matches!(
-            parse_base_url("x", "ftp://a", false),
-            Err(UrlError::BadScheme { .. })
-        ));
+        assert!(matches!(parse_base_url("x", "ftp://a", false), Err(UrlError::BadScheme { .. })));
         assert!(matches!(parse_base_url("x", "nope", false), Err(UrlError::Invalid { .. })));
     }
 

@@ -26,11 +26,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(status: u16, body: Value) -> Self {
-        Self {
-            status,
-            headers: vec![("content-type", "application/json".into())],
-            body: body.to_string(),
-        }
+        Self { status, headers: vec![("content-type", "application/json".into())], body: body.to_string() }
     }
 
     /// A users page; `next` is a nextLink.
@@ -111,14 +107,9 @@ impl Drop for Fake {
 
 impl Fake {
     pub async fn start() -> Self {
-        let script: Shared = Arc::new(Mutex::new(Script {
-            token_lifetime: 3599,
-            ..Script::default()
-        }));
-        let app = Router::new()
-            .route("/{tenant}/oauth2/v2.0/token", post(token))
-            .fallback(graph)
-            .with_state(script.clone());
+        let script: Shared = Arc::new(Mutex::new(Script { token_lifetime: 3599, ..Script::default() }));
+        let app =
+            Router::new().route("/{tenant}/oauth2/v2.0/token", post(token)).fallback(graph).with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
         let server = tokio::spawn(async move {
@@ -165,10 +156,7 @@ async fn token(
 ) -> Response {
     let delay = {
         let mut s = script.lock().unwrap();
-        s.token_hits.push(TokenHit {
-            tenant,
-            form: form.clone(),
-        });
+        s.token_hits.push(TokenHit { tenant, form: form.clone() });
         s.token_delay
     };
     tokio::time::sleep(delay).await;

@@ -29,25 +29,15 @@ fn settings(fake: &Fake, secret: &str) -> GraphSettings {
 /// A client whose own backoff is short, so that a wait the tests measure can
 /// only come from `Retry-After`.
 fn client(fake: &Fake) -> GraphClient {
-    GraphClient::new(settings(fake, SECRET))
-        .unwrap()
-        .with_min_backoff(Duration::from_millis(10))
+    GraphClient::new(settings(fake, SECRET)).unwrap().with_min_backoff(Duration::from_millis(10))
 }
 
 fn query() -> UsersQuery {
-    UsersQuery {
-        page_size: 2,
-        select: vec!["id".into(), "displayName".into()],
-        filter: None,
-    }
+    UsersQuery { page_size: 2, select: vec!["id".into(), "displayName".into()], filter: None }
 }
 
 fn users(ids: &[&str]) -> serde_json::Value {
-    json!(
-        ids.iter()
-            .map(|id| json!({"id": id, "displayName": format!("User {id}")}))
-            .collect::<Vec<_>>()
-    )
+    json!(ids.iter().map(|id| json!({"id": id, "displayName": format!("User {id}")})).collect::<Vec<_>>())
 }
 
 fn path_and_query(link: &str) -> &str {
@@ -56,10 +46,7 @@ fn path_and_query(link: &str) -> &str {
 }
 
 fn bearers(fake: &Fake) -> Vec<String> {
-    fake.hits()
-        .into_iter()
-        .map(|h| h.authorization.unwrap_or_default())
-        .collect()
+    fake.hits().into_iter().map(|h| h.authorization.unwrap_or_default()).collect()
 }
 
 #[tokio::test]
@@ -84,14 +71,7 @@ async fn paging_follows_next_links_verbatim_with_one_token() {
 
     assert_eq!(ids, ["a", "b", "c", "d", "e"]);
     let uris: Vec<String> = fake.hits().into_iter().map(|h| h.uri).collect();
-    assert_eq!(
-        uris,
-        [
-            "/v1.0/users?$top=2&$select=id,displayName",
-            path_and_query(&second),
-            path_and_query(&third)
-        ]
-    );
+    assert_eq!(uris, ["/v1.0/users?$top=2&$select=id,displayName", path_and_query(&second), path_and_query(&third)]);
     assert_eq!(bearers(&fake), ["Bearer tok-1"; 3]);
 
     let tokens = fake.token_hits();
@@ -145,11 +125,7 @@ async fn concurrent_pages_share_one_token_request() {
 #[tokio::test]
 async fn a_refused_token_is_replaced_once() {
     let fake = Fake::start().await;
-    fake.reply(Reply::error(
-        401,
-        "InvalidAuthenticationToken",
-        "Access token has expired or is not yet valid.",
-    ));
+    fake.reply(Reply::error(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid."));
     fake.reply(Reply::page(users(&["a"]), None));
     let client = client(&fake);
 
@@ -162,11 +138,7 @@ async fn a_refused_token_is_replaced_once() {
 #[tokio::test]
 async fn a_token_refused_twice_is_permanent() {
     let fake = Fake::start().await;
-    fake.always(Reply::error(
-        401,
-        "InvalidAuthenticationToken",
-        "Access token validation failure.",
-    ));
+    fake.always(Reply::error(401, "InvalidAuthenticationToken", "Access token validation failure."));
     let client = client(&fake);
 
     let err = client.get_page(client.users_url(&query()).as_str()).await.unwrap_err();
@@ -207,20 +179,13 @@ async fn a_long_retry_after_is_left_to_the_broker() {
     assert!(matches!(err, GraphError::Throttled { .. }), "{err:?}");
     assert!(err.is_retryable());
     assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
-    assert_eq!(
-        fake.hits().len(),
-        1,
-        "a wait beyond max_retry_after is not slept in-process"
-    );
+    assert_eq!(fake.hits().len(), 1, "a wait beyond max_retry_after is not slept in-process");
 }
 
 #[tokio::test]
 async fn unavailable_is_retried_with_backoff() {
     let fake = Fake::start().await;
-    fake.reply(Reply::json(
-        503,
-        json!({"error": {"code": "serviceNotAvailable", "message": "try later"}}),
-    ));
+    fake.reply(Reply::json(503, json!({"error": {"code": "serviceNotAvailable", "message": "try later"}})));
     fake.reply(Reply::page(users(&["a"]), None));
     let client = client(&fake);
 
@@ -241,45 +206,28 @@ async fn exhausted_retries_give_a_retryable_error_with_the_wait() {
     assert!(matches!(err, GraphError::Unavailable { status: 503, .. }), "{err:?}");
     assert!(err.is_retryable());
     assert_eq!(err.retry_after(), Some(Duration::from_millis(10)));
-    assert_eq!(
-        fake.hits().len(),
-        1 + 3,
-        "the first attempt and max_in_process_retries more"
-    );
+    assert_eq!(fake.hits().len(), 1 + 3, "the first attempt and max_in_process_retries more");
 }
 
 #[tokio::test]
 async fn an_unreachable_graph_is_retryable() {
     let fake = Fake::start().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut settings = settings(&fake, SECRET);
     settings.graph_url = Url::parse(&format!("http://{closed}/")).unwrap();
-    let client = GraphClient::new(settings)
-        .unwrap()
-        .with_min_backoff(Duration::from_millis(10));
+    let client = GraphClient::new(settings).unwrap().with_min_backoff(Duration::from_millis(10));
 
     let err = client.get_page(client.users_url(&query()).as_str()).await.unwrap_err();
 
     assert!(matches!(err, GraphError::Transport { .. }), "{err:?}");
     assert!(err.is_retryable());
-    assert_eq!(
-        fake.token_hits().len(),
-        1,
-        "the token was fetched once and reused across retries"
-    );
+    assert_eq!(fake.token_hits().len(), 1, "the token was fetched once and reused across retries");
 }
 
 #[tokio::test]
 async fn a_bad_request_is_permanent_and_says_why() {
     let fake = Fake::start().await;
-    fake.always(Reply::error(
-        400,
-        "Request_BadRequest",
-        "$count is not currently supported.",
-    ));
+    fake.always(Reply::error(400, "Request_BadRequest", "$count is not currently supported."));
     let client = client(&fake);
 
     let err = client.get_page(client.users_url(&query()).as_str()).await.unwrap_err();
@@ -349,10 +297,7 @@ async fn delta_pages_carry_the_page_size_and_split_removals() {
     q.page_size = 50;
     q.filter = Some("accountEnabled eq true".into());
 
-    let page = client
-        .get_delta_page(client.delta_url(&q).as_str(), q.page_size)
-        .await
-        .unwrap();
+    let page = client.get_delta_page(client.delta_url(&q).as_str(), q.page_size).await.unwrap();
 
     let hit = &fake.hits()[0];
     assert_eq!(hit.uri, "/v1.0/users/delta?$select=id,displayName");
@@ -362,14 +307,8 @@ async fn delta_pages_carry_the_page_size_and_split_removals() {
     assert_eq!(
         page.removed,
         [
-            RemovedUser {
-                id: "8ffff70c-1c63-4860-b963-e34ec660931d".into(),
-                reason: "changed".into()
-            },
-            RemovedUser {
-                id: "86462606-fde0-4fc4-9e0c-a20eb73e54c6".into(),
-                reason: "deleted".into()
-            },
+            RemovedUser { id: "8ffff70c-1c63-4860-b963-e34ec660931d".into(), reason: "changed".into() },
+            RemovedUser { id: "86462606-fde0-4fc4-9e0c-a20eb73e54c6".into(), reason: "deleted".into() },
         ]
     );
     assert_eq!(page.delta_link.as_deref(), Some(delta_link.as_str()));
@@ -383,10 +322,7 @@ async fn a_link_to_another_origin_never_gets_the_token() {
     elsewhere.always(Reply::page(users(&["a"]), None));
     let client = client(&fake);
 
-    let err = client
-        .get_page(&elsewhere.link("/v1.0/users?$skiptoken=x"))
-        .await
-        .unwrap_err();
+    let err = client.get_page(&elsewhere.link("/v1.0/users?$skiptoken=x")).await.unwrap_err();
 
     assert!(matches!(err, GraphError::ForeignLink { .. }), "{err:?}");
     assert!(!err.is_retryable());
@@ -424,19 +360,10 @@ fn settings_that_cannot_work_are_refused() {
         max_retry_after: Duration::from_secs(5),
     };
     assert!(GraphClient::new(good.clone()).is_ok());
-    let no_secret = GraphSettings {
-        client_secret: "".into(),
-        ..good.clone()
-    };
+    let no_secret = GraphSettings { client_secret: "".into(), ..good.clone() };
     assert!(matches!(GraphClient::new(no_secret), Err(GraphError::Config(_))));
-    let no_client = GraphSettings {
-        client_id: " ".into(),
-        ..good.clone()
-    };
+    let no_client = GraphSettings { client_id: " ".into(), ..good.clone() };
     assert!(matches!(GraphClient::new(no_client), Err(GraphError::Config(_))));
-    let bad_tenant = GraphSettings {
-        tenant: "a/b".into(),
-        ..good
-    };
+    let bad_tenant = GraphSettings { tenant: "a/b".into(), ..good };
     assert!(matches!(GraphClient::new(bad_tenant), Err(GraphError::Config(_))));
 }

@@ -1,0 +1,366 @@
+//! The process's handle on RabbitMQ: one connection with automatic
+//! recovery, a confirmed publisher, consumers, and the retry/park moves.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Event};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
+use xaas_core::{MessageId, RunEvent, SyncName};
+
+use crate::config::BrokerConfig;
+use crate::consumer::{self, Consumer};
+use crate::error::BrokerError;
+use crate::headers::{self, ATTEMPT, LAST_ERROR, ORIGIN_QUEUE, PARKED_AT, PARKED_ERROR, PARKED_REASON, RETRY_TIER};
+use crate::metrics;
+use crate::names::{Names, tier_label};
+use crate::publisher::Publisher;
+use crate::topology::Topology;
+
+/// What [`Broker::retry_later`] did with a failed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Sent to the delay tier `tier`; it comes back to its queue afterwards
+    /// carrying `x-attempt = attempt`.
+    Retried { attempt: u32, tier: Duration },
+    /// Out of attempts: moved to the parked queue.
+    Parked,
+}
+
+/// A cheap-to-clone handle on the broker for the whole process.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: BrokerConfig,
+    topology: Topology,
+    conn: Arc<Connection>,
+    publisher: Publisher,
+    /// Syncs whose batches queue this handle declared, so that
+    /// `delete_everything` can find them without the management API.
+    syncs: std::sync::Mutex<BTreeSet<SyncName>>,
+    /// Stops the connection-events logger on close.
+    closed: CancellationToken,
+}
+
+impl Broker {
+    /// Opens the connection (with automatic recovery) and checks the
+    /// configuration. Fails after `connect_timeout` with an error that names
+    /// the URL (without password) and what to check.
+    pub async fn connect(cfg: BrokerConfig) -> Result<Self, BrokerError> {
+        cfg.validate()?;
+        let url = cfg.redacted_url();
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(cfg.connection_name.clone()))
+            .enable_auto_recover()
+            // Reconnect quickly at first, then every few seconds: a broker
+            // restart takes seconds, and the default backoff grows to minutes.
+            .configure_backoff(|b| {
+                b.with_min_delay(Duration::from_millis(250))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(24)
+                    .with_jitter()
+            });
+        let conn = match tokio::time::timeout(cfg.connect_timeout, Connection::connect(&cfg.url, props)).await {
+            Err(_) => {
+                let probe = probe_tcp(&cfg.url).await;
+                return Err(BrokerError::ConnectTimeout { url, after: cfg.connect_timeout, probe });
+            }
+            Ok(Err(source)) => return Err(BrokerError::Connect { url, source }),
+            Ok(Ok(conn)) => Arc::new(conn),
+        };
+        tracing::info!(url = %url, name = %cfg.connection_name, "connected to RabbitMQ");
+        let closed = CancellationToken::new();
+        tokio::spawn(log_connection_events(conn.events_listener(), url, closed.clone()));
+        let inner = Inner {
+            topology: Topology::new(&cfg),
+            publisher: Publisher::new(Arc::clone(&conn), cfg.confirm_timeout),
+            conn,
+            cfg,
+            syncs: std::sync::Mutex::new(BTreeSet::new()),
+            closed,
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    pub fn names(&self) -> &Names {
+        self.inner.topology.names()
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.cfg
+    }
+
+    /// Connected now (false while recovering); for health checks.
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.status().connected()
+    }
+
+    /// Declares exchanges, the common queues, retry tiers, parked and events.
+    /// Idempotent; every worker calls it at start.
+    pub async fn declare(&self) -> Result<(), BrokerError> {
+        let ch = self.channel("opening a channel to declare the topology").await?;
+        let res = self.inner.topology.declare(&ch).await;
+        close_quietly(ch).await;
+        res
+    }
+
+    /// Declares the batches queue of `sync` (single active consumer).
+    pub async fn declare_sync(&self, sync: &SyncName) -> Result<(), BrokerError> {
+        let ch = self.channel("opening a channel to declare the topology").await?;
+        let res = self.inner.topology.declare_sync(&ch, sync).await;
+        close_quietly(ch).await;
+        self.remember_sync(sync);
+        res
+    }
+
+    /// Deletes every queue and exchange of this prefix: the common ones and
+    /// the batches queues declared through this handle (or named in
+    /// [`Broker::delete_sync`]). Messages in them are lost; meant for tests
+    /// and for tearing down a deployment.
+    pub async fn delete_everything(&self) -> Result<(), BrokerError> {
+        let syncs: Vec<SyncName> = self.lock_syncs().iter().cloned().collect();
+        let ch = self.channel("opening a channel to delete the topology").await?;
+        let res = self.inner.topology.delete(&ch, &syncs).await;
+        close_quietly(ch).await;
+        res
+    }
+
+    /// Marks the batches queue of `sync` for deletion by `delete_everything`
+    /// (for syncs this handle did not declare).
+    pub fn delete_sync(&self, sync: &SyncName) {
+        self.remember_sync(sync);
+    }
+
+    /// Publishes `msg` as JSON to the work queue `queue` (through the `P`
+    /// exchange, where only the work queues are bound) and waits for the
+    /// broker's confirm. The message id is the message's own deterministic id.
+    /// Any other queue: [`Broker::publish_raw`] with the default exchange `""`.
+    pub async fn publish<M: Serialize + MessageId>(&self, queue: &str, msg: &M) -> Result<(), BrokerError> {
+        let body = serde_json::to_vec(msg).map_err(BrokerError::Encode)?;
+        let props = json_props(msg.message_id());
+        self.publish_raw(&self.names().exchange(), queue, &body, props).await
+    }
+
+    /// Appends a run event to the events stream, confirmed.
+    pub async fn publish_event(&self, e: &RunEvent) -> Result<(), BrokerError> {
+        let body = serde_json::to_vec(e).map_err(BrokerError::Encode)?;
+        let props = json_props(event_id(e)).with_timestamp(e.at.unix_timestamp().max(0).unsigned_abs());
+        self.publish_raw("", &self.names().events(), &body, props).await
+    }
+
+    /// Publishes bytes as they are, mandatory and confirmed, re-sending after
+    /// a connection recovery. The caller chooses the properties.
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let limit = self.inner.cfg.max_message_bytes;
+        if body.len() > limit {
+            return Err(BrokerError::TooLarge { size: body.len(), limit });
+        }
+        self.inner.publisher.publish(exchange, routing_key, body, &props).await?;
+        ::metrics::counter!(metrics::PUBLISHED, "queue" => routing_key.to_owned()).increment(1);
+        Ok(())
+    }
+
+    /// Starts consuming `queue` on a channel of its own, with manual acks and
+    /// at most `prefetch` unacknowledged deliveries.
+    pub async fn consume(&self, queue: &str, prefetch: u16, consumer_tag: &str) -> Result<Consumer, BrokerError> {
+        let ch = self.channel(format!("opening a channel to consume {queue}")).await?;
+        ch.basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(BrokerError::amqp(format!("setting prefetch on {queue}")))?;
+        let inner = ch
+            .basic_consume(queue.into(), consumer_tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(BrokerError::amqp(format!("consuming from {queue}")))?;
+        Ok(Consumer::new(inner, ch, queue.to_owned(), self.inner.cfg.max_message_bytes))
+    }
+
+    /// Schedules `d` (consumed from `origin_queue`) to come back after a delay,
+    /// or parks it once it has been retried `max_attempts` times. The copy is
+    /// confirmed before `d` is acknowledged, so a crash in between duplicates
+    /// the message rather than losing it.
+    pub async fn retry_later(
+        &self,
+        d: &Delivery,
+        origin_queue: &str,
+        error: &str,
+    ) -> Result<RetryDecision, BrokerError> {
+        let attempt = consumer::attempt(d).saturating_add(1);
+        if attempt > self.inner.cfg.max_attempts {
+            let reason = format!("gave up after {} retries", self.inner.cfg.max_attempts);
+            self.park(d, origin_queue, &reason, error).await?;
+            return Ok(RetryDecision::Parked);
+        }
+        let tiers = self.inner.topology.retry_tiers();
+        // validate() guarantees at least one tier.
+        let index = usize::try_from(attempt - 1).unwrap_or(usize::MAX).min(tiers.len() - 1);
+        let tier = tiers[index];
+        let label = tier_label(tier);
+        let props = headers::republish_props(
+            &d.properties,
+            false,
+            &[],
+            vec![
+                (ATTEMPT, AMQPValue::LongLongInt(attempt.into())),
+                (RETRY_TIER, headers::long_str(label.clone())),
+                (ORIGIN_QUEUE, headers::long_str(origin_queue)),
+                (LAST_ERROR, headers::long_str(headers::error_text(error))),
+            ],
+        );
+        self.publish_raw(&self.names().retry_exchange(), origin_queue, &d.data, props).await?;
+        consumer::ack(d).await;
+        ::metrics::counter!(metrics::RETRIED, "queue" => origin_queue.to_owned(), "tier" => label).increment(1);
+        tracing::info!(queue = origin_queue, attempt, ?tier, error, "message scheduled for retry");
+        Ok(RetryDecision::Retried { attempt, tier })
+    }
+
+    /// Moves `d` to the parked queue with the reason and error in headers
+    /// (confirmed), then acknowledges it.
+    pub async fn park(&self, d: &Delivery, origin_queue: &str, reason: &str, error: &str) -> Result<(), BrokerError> {
+        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        let props = headers::republish_props(
+            &d.properties,
+            true,
+            &[],
+            vec![
+                (PARKED_REASON, headers::long_str(reason)),
+                (PARKED_ERROR, headers::long_str(headers::error_text(error))),
+                (ORIGIN_QUEUE, headers::long_str(origin_queue)),
+                (PARKED_AT, headers::long_str(now)),
+                (ATTEMPT, AMQPValue::LongLongInt(consumer::attempt(d).saturating_add(1).into())),
+            ],
+        );
+        self.publish_raw("", &self.names().parked(), &d.data, props).await?;
+        consumer::ack(d).await;
+        ::metrics::counter!(metrics::PARKED, "queue" => origin_queue.to_owned(), "reason" => reason.to_owned())
+            .increment(1);
+        tracing::warn!(queue = origin_queue, reason, error, "message parked");
+        Ok(())
+    }
+
+    /// Closes the publisher channel and the connection. Consumers still
+    /// open lose their channel and the broker requeues what they held.
+    pub async fn close(&self) {
+        self.inner.closed.cancel();
+        self.inner.publisher.close().await;
+        if self.inner.conn.status().connected()
+            && let Err(e) = self.inner.conn.close(200, "bye".into()).await
+        {
+            tracing::debug!(error = %e, "closing the RabbitMQ connection");
+        }
+    }
+
+    pub(crate) async fn channel(&self, context: impl Into<String>) -> Result<Channel, BrokerError> {
+        self.inner.conn.create_channel().await.map_err(BrokerError::amqp(context))
+    }
+
+    fn remember_sync(&self, sync: &SyncName) {
+        self.lock_syncs().insert(sync.clone());
+    }
+
+    fn lock_syncs(&self) -> std::sync::MutexGuard<'_, BTreeSet<SyncName>> {
+        // The set stays valid even if a holder panicked.
+        self.inner.syncs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("url", &self.inner.cfg.redacted_url())
+            .field("prefix", &self.inner.cfg.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// JSON, persistent, with a message id.
+pub(crate) fn json_props(message_id: String) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(message_id.into())
+}
+
+/// Events have no id of their own; this one is the same for the same event
+/// published twice (run, type and time), so duplicates stay recognisable.
+fn event_id(e: &RunEvent) -> String {
+    format!("event:{}:{}:{}:{}", e.sync, e.run_id, e.type_name(), e.at.unix_timestamp_nanos())
+}
+
+pub(crate) async fn close_quietly(ch: Channel) {
+    if ch.status().connected()
+        && let Err(e) = ch.close(200, "done".into()).await
+    {
+        tracing::debug!(error = %e, "closing a channel");
+    }
+}
+
+/// One plain TCP connect to the broker's address, to tell "nothing
+/// listens there" from "something answers but the AMQP handshake fails".
+async fn probe_tcp(raw: &str) -> String {
+    let Ok(u) = url::Url::parse(raw) else {
+        return "the URL does not parse".into();
+    };
+    let Some(host) = u.host_str() else {
+        return "the URL has no host".into();
+    };
+    let port = u.port().unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 });
+    let addr = format!("{host}:{port}");
+    match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr.as_str())).await {
+        Err(_) => format!("TCP connect to {addr} timed out"),
+        Ok(Err(e)) => format!("TCP connect to {addr}: {e}"),
+        Ok(Ok(_)) => format!("{addr} accepts TCP connections, so the AMQP handshake is failing"),
+    }
+}
+
+/// Logs connection events, so that a recovery or a blocked publisher shows
+/// in the logs and metrics rather than only as slowness.
+async fn log_connection_events(
+    events: impl futures_lite::Stream<Item = Event> + Send + 'static,
+    url: String,
+    closed: CancellationToken,
+) {
+    let mut events = std::pin::pin!(events);
+    loop {
+        let event = tokio::select! {
+            () = closed.cancelled() => return,
+            e = events.next() => match e { Some(e) => e, None => return },
+        };
+        let kind = match &event {
+            Event::Connected => {
+                tracing::info!(url = %url, "RabbitMQ connection (re)established");
+                "connected"
+            }
+            Event::ConnectionBlocked(reason) => {
+                tracing::warn!(url = %url, reason, "RabbitMQ blocked publishing (resource alarm)");
+                "blocked"
+            }
+            Event::ConnectionUnblocked => {
+                tracing::info!(url = %url, "RabbitMQ unblocked publishing");
+                "unblocked"
+            }
+            Event::Error(e) => {
+                tracing::warn!(url = %url, error = %e, "RabbitMQ connection error; recovering");
+                "error"
+            }
+            _ => "other",
+        };
+        ::metrics::counter!(metrics::CONNECTION_EVENTS, "event" => kind).increment(1);
+    }
+}

@@ -1,0 +1,110 @@
+//! The fetcher: turns a `SyncRequest` into the first `FetchPage`, and each
+//! `FetchPage` into one `Page` plus the next `FetchPage` — the original
+//! workflow's "flow calls itself with the nextLink", made durable. A killed
+//! fetcher loses nothing: the unacked `FetchPage` comes back and the page is
+//! read again (same link, same page; the duplicate is recognised downstream).
+
+use xaas_broker::Outcome;
+use xaas_core::{EventKind, FetchPage, Mode, Page, RunId, SyncRequest};
+
+use crate::deps::Deps;
+use crate::events::emit;
+use crate::stage::{self, Ctx};
+
+/// Starts a run: records `RunStarted` and asks for the first page.
+pub async fn handle_request(deps: &Deps, req: SyncRequest, ctx: &Ctx) -> Outcome {
+    let run_id = req.run_id.clone().unwrap_or_else(|| run_id_for(ctx));
+    if deps.sync(&req.sync).is_none() {
+        let known: Vec<String> = deps.sync_names().map(|s| s.to_string()).collect();
+        let error = format!("no sync named {:?} is configured (configured: {})", req.sync.as_str(), known.join(", "));
+        return stage::fail(deps, &run_id, &req.sync, "fetcher", error).await;
+    }
+    let first = FetchPage {
+        v: xaas_core::MESSAGE_VERSION,
+        run_id: run_id.clone(),
+        sync: req.sync.clone(),
+        options: req.options(),
+        seq: 0,
+        link: None,
+    };
+    let started = emit(&deps.broker, &run_id, &req.sync, EventKind::RunStarted { options: req.options() }).await;
+    let published = match started {
+        Ok(_) => deps.broker.publish(&deps.broker.names().fetch(), &first).await,
+        Err(e) => Err(e),
+    };
+    match published {
+        Ok(()) => Outcome::Ack,
+        Err(e) => Outcome::Retry { error: e.to_string() },
+    }
+}
+
+/// A request without a run id gets one derived from its message id, so a
+/// redelivered request does not start a second run.
+fn run_id_for(ctx: &Ctx) -> RunId {
+    match &ctx.message_id {
+        Some(id) => RunId::parse(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, id.as_bytes()).to_string())
+            .unwrap_or_else(|_| RunId::generate()),
+        None => RunId::generate(),
+    }
+}
+
+/// Reads one Graph page and passes it on.
+pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
+    let Some(clients) = deps.sync(&msg.sync) else {
+        let error = format!("no sync named {:?} is configured", msg.sync.as_str());
+        return stage::fail(deps, &msg.run_id, &msg.sync, "fetcher", error).await;
+    };
+    let mode = msg.options.mode;
+    let query = clients.users_query(mode);
+    let url = match &msg.link {
+        Some(link) => link.clone(),
+        None if mode == Mode::Delta => clients.graph.delta_url(&query).to_string(),
+        None => clients.graph.users_url(&query).to_string(),
+    };
+    let result = if mode == Mode::Delta {
+        clients.graph.get_delta_page(&url, query.page_size).await
+    } else {
+        clients.graph.get_page(&url).await
+    };
+    let page = match result {
+        Ok(page) => page,
+        Err(e) if e.is_retryable() => {
+            let error = format!("reading Graph page {}: {e}", msg.seq);
+            return stage::retry(deps, ctx, &msg.run_id, &msg.sync, "fetcher", error).await;
+        }
+        Err(e) => {
+            let error = format!("reading Graph page {}: {e}", msg.seq);
+            return stage::fail(deps, &msg.run_id, &msg.sync, "fetcher", error).await;
+        }
+    };
+
+    let last = page.next_link.is_none();
+    let (users, removed) = (page.users.len() as u32, page.removed.len() as u32);
+    let out = Page {
+        v: xaas_core::MESSAGE_VERSION,
+        run_id: msg.run_id.clone(),
+        sync: msg.sync.clone(),
+        options: msg.options.clone(),
+        seq: msg.seq,
+        last,
+        users: page.users,
+        removed: page.removed,
+        delta_link: page.delta_link,
+    };
+    let next = page.next_link.map(|link| FetchPage { seq: msg.seq + 1, link: Some(link), ..msg.clone() });
+    let names = deps.broker.names();
+    let publish = async {
+        deps.broker.publish(&names.pages(), &out).await?;
+        if let Some(next) = &next {
+            deps.broker.publish(&names.fetch(), next).await?;
+        }
+        emit(&deps.broker, &msg.run_id, &msg.sync, EventKind::PageFetched { seq: msg.seq, users, removed, last }).await
+    };
+    match publish.await {
+        Ok(_) => {
+            metrics::counter!("xaas_pages_fetched_total").increment(1);
+            Outcome::Ack
+        }
+        Err(e) => Outcome::Retry { error: e.to_string() },
+    }
+}

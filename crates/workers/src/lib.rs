@@ -1,0 +1,21 @@
+//! The stages of xaas-sync — fetcher, mapper, uploader — each a handler that
+//! tests can drive (`handle(&Deps, Msg) -> Outcome`, or the uploader's
+//! `on_delivery`), plus the runtime that wires them to RabbitMQ and the
+//! commands an operator runs.
+
+pub mod app;
+pub mod commands;
+pub mod deps;
+pub mod error;
+pub mod events;
+pub mod fetcher;
+pub mod mapper;
+pub mod render;
+pub mod runtime;
+pub mod stage;
+pub mod telemetry;
+pub mod uploader;
+
+pub use deps::Deps;
+pub use error::StartupError;
+pub use runtime::Role;

@@ -1,0 +1,52 @@
+//! How a run report reads in a terminal: the numbers of Okta's Import
+//! Monitoring, then each rejected user with its reason.
+
+use std::fmt::Write;
+
+use xaas_core::report::{RunReport, RunState};
+
+/// The report as plain text, one fact per line.
+pub fn report_text(r: &RunReport) -> String {
+    let mut out = String::new();
+    let mode = r.options.as_ref().map(|o| o.mode.to_string()).unwrap_or_else(|| "?".into());
+    let dry = if r.options.as_ref().is_some_and(|o| o.dry_run) { " (dry run)" } else { "" };
+    let state = match &r.state {
+        RunState::Running => "RUNNING".to_string(),
+        RunState::Completed => "COMPLETED".to_string(),
+        RunState::Failed { reason } => format!("FAILED: {reason}"),
+    };
+    let _ = writeln!(out, "Run {} of sync {:?}, mode {mode}{dry}: {state}", r.run_id, r.sync.as_str());
+    let pages = match r.total_pages {
+        Some(t) => format!("{} of {t}", r.pages_fetched),
+        None => r.pages_fetched.to_string(),
+    };
+    let lines = [
+        ("Pages read", pages),
+        ("Users read", r.users_read.to_string()),
+        ("Removed in source", r.removed_read.to_string()),
+        ("Filtered out", r.filtered_out.to_string()),
+        ("Rejected", r.rejected.len().to_string()),
+        ("Refused by Okta", r.refused_by_okta.len().to_string()),
+        ("Upserted", r.upserted.to_string()),
+        ("Deactivated", r.deactivated.to_string()),
+        ("Bulk requests", r.bulk_requests.to_string()),
+        ("Sessions used", r.sessions.len().to_string()),
+        ("Time in cooldown", format!("{:.1}s", r.cooldown_seconds)),
+        ("Retries", r.retries.to_string()),
+        ("Duration", r.duration().map(|d| format!("{:.1}s", d.as_seconds_f64())).unwrap_or_else(|| "-".into())),
+    ];
+    for (k, v) in lines {
+        let _ = writeln!(out, "  {k:<18} {v}");
+    }
+    for s in &r.sessions {
+        let status = s.status.map(|st| st.as_str().to_string()).unwrap_or_else(|| "pending".into());
+        let _ = writeln!(out, "  Session {}: {} requests, {} profiles, {status}", s.id, s.requests, s.profiles);
+    }
+    for (title, list) in [("Rejected", &r.rejected), ("Refused by Okta", &r.refused_by_okta)] {
+        for rej in list {
+            let who = rej.external_id.as_deref().unwrap_or("(no id)");
+            let _ = writeln!(out, "  {title}: {who}: {}", rej.reason);
+        }
+    }
+    out
+}
