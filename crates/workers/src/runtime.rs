@@ -44,41 +44,17 @@ pub async fn run(deps: Deps, role: Role, shutdown: CancellationToken) -> Result<
     let names = deps.broker.names().clone();
     let mut tasks = JoinSet::new();
     if role.runs(Role::Fetcher) {
-        let d = deps.clone();
-        tasks.spawn(consume(deps.clone(), names.requests(), shutdown.clone(), move |incoming| {
-            let d = d.clone();
-            async move {
-                let ctx = Ctx::of(&incoming);
-                match decode::<SyncRequest>(&incoming) {
-                    Ok(req) => fetcher::handle_request(&d, req, &ctx).await,
-                    Err(outcome) => outcome,
-                }
-            }
-        }));
-        let d = deps.clone();
-        tasks.spawn(consume(deps.clone(), names.fetch(), shutdown.clone(), move |incoming| {
-            let d = d.clone();
-            async move {
-                let ctx = Ctx::of(&incoming);
-                match decode::<FetchPage>(&incoming) {
-                    Ok(msg) => fetcher::handle_fetch(&d, msg, &ctx).await,
-                    Err(outcome) => outcome,
-                }
-            }
-        }));
+        stage(&mut tasks, &deps, names.requests(), &shutdown, |d, req: SyncRequest, ctx| async move {
+            fetcher::handle_request(&d, req, &ctx).await
+        });
+        stage(&mut tasks, &deps, names.fetch(), &shutdown, |d, msg: FetchPage, ctx| async move {
+            fetcher::handle_fetch(&d, msg, &ctx).await
+        });
     }
     if role.runs(Role::Mapper) {
-        let d = deps.clone();
-        tasks.spawn(consume(deps.clone(), names.pages(), shutdown.clone(), move |incoming| {
-            let d = d.clone();
-            async move {
-                let ctx = Ctx::of(&incoming);
-                match decode::<Page>(&incoming) {
-                    Ok(page) => mapper::handle(&d, page, &ctx).await,
-                    Err(outcome) => outcome,
-                }
-            }
-        }));
+        stage(&mut tasks, &deps, names.pages(), &shutdown, |d, page: Page, ctx| async move {
+            mapper::handle(&d, page, &ctx).await
+        });
     }
     if role.runs(Role::Uploader) {
         for sync in deps.sync_names().cloned().collect::<Vec<_>>() {
@@ -126,11 +102,32 @@ pub async fn run(deps: Deps, role: Role, shutdown: CancellationToken) -> Result<
     }
 }
 
-async fn consume<F, Fut>(deps: Deps, queue: String, shutdown: CancellationToken, handler: F) -> Result<(), String>
-where
-    F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+/// Starts a stateless stage: consume `queue`, decode each delivery as `M`
+/// (parking what cannot be decoded) and hand it to `handle`.
+fn stage<M, F, Fut>(
+    tasks: &mut JoinSet<Result<(), String>>,
+    deps: &Deps,
+    queue: String,
+    shutdown: &CancellationToken,
+    handle: F,
+) where
+    M: serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(Deps, M, Ctx) -> Fut + Copy + Send + Sync + 'static,
     Fut: std::future::Future<Output = Outcome> + Send + 'static,
 {
-    let prefetch = (CONCURRENCY * 2) as u16;
-    run_consumer(&deps.broker, &queue, prefetch, CONCURRENCY, shutdown, handler).await.map_err(|e| e.to_string())
+    let (d, broker, stop) = (deps.clone(), deps.broker.clone(), shutdown.clone());
+    let handler = move |incoming: Incoming| {
+        let d = d.clone();
+        async move {
+            let ctx = Ctx::of(&incoming);
+            match decode::<M>(&incoming) {
+                Ok(msg) => handle(d, msg, ctx).await,
+                Err(outcome) => outcome,
+            }
+        }
+    };
+    tasks.spawn(async move {
+        let prefetch = (CONCURRENCY * 2) as u16;
+        run_consumer(&broker, &queue, prefetch, CONCURRENCY, stop, handler).await.map_err(|e| e.to_string())
+    });
 }
