@@ -68,8 +68,8 @@ impl AppState {
             directory: Mutex::new(crate::directory::Directory::default()),
             entra: Mutex::new(crate::entra::Tokens::default()),
             faults: Faults::new(cfg.rng_seed),
-            okta_rate: RateLimiter::new(cfg.rate_limit_per_minute),
-            okta_token_rate: RateLimiter::new(cfg.rate_limit_per_minute),
+            okta_rate: RateLimiter::with_window(cfg.rate_limit_per_minute, cfg.rate_limit_window),
+            okta_token_rate: RateLimiter::with_window(cfg.rate_limit_per_minute, cfg.rate_limit_window),
             okta_key,
             import_wakeup: Notify::new(),
             cfg,
@@ -109,6 +109,7 @@ fn check_durations(cfg: &SimConfig) -> std::io::Result<()> {
         ("--import-duration", cfg.import_duration),
         ("--session-idle-expiry", cfg.session_idle_expiry),
         ("--token-ttl", cfg.token_ttl),
+        ("--rate-limit-window", cfg.rate_limit_window),
     ] {
         if d > LONGEST {
             return Err(std::io::Error::new(

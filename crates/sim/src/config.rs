@@ -70,6 +70,12 @@ pub struct SimConfig {
     #[arg(long, env = "XAAS_SIM_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
 
+    /// Length of Okta's rate-limit window (Okta: about a minute). Tests shorten
+    /// it so that a 429's `X-Rate-Limit-Reset` is seconds away, not a minute;
+    /// the limit then counts per window.
+    #[arg(long, env = "XAAS_SIM_RATE_LIMIT_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub rate_limit_window: Duration,
+
     /// Seed the source directory from the original workflow's sampleUsers.csv.
     #[arg(long, env = "XAAS_SIM_SEED_CSV")]
     pub seed_csv: Option<PathBuf>,
@@ -136,5 +142,6 @@ mod tests {
         assert_eq!(c.cooldown, Duration::from_secs(300));
         assert_eq!(c.identity_source_id, "0oasandbox00000000001");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.rate_limit_window, Duration::from_secs(60));
     }
 }

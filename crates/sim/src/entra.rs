@@ -69,6 +69,12 @@ impl Tokens {
         }
     }
 
+    /// Every token issued and still remembered: tests search logs for them,
+    /// since an access token is as secret as the client secret that got it.
+    pub fn issued(&self) -> impl Iterator<Item = &str> {
+        self.expiry.keys().map(String::as_str)
+    }
+
     /// Makes every issued token expire now (for tests of token refresh).
     /// Returns how many were still valid.
     pub fn expire_all(&mut self) -> usize {

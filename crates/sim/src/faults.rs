@@ -9,6 +9,15 @@
 //! response at all (the server loop in `app` does that when it sees
 //! [`DropConnection`]). Faults never touch `/sim/*`.
 //!
+//! When a fault strikes: a 429 always comes *before* the service acts (that
+//! is what a rate limit is). A 5xx or a dropped connection also comes before
+//! it acts by default, so an injected failure on a bulk request loads
+//! nothing and does not count towards the session's 50. With `after_acting`
+//! the service handles the request first (a bulk load is applied and counts)
+//! and only the answer is lost, as when a proxy fails after Okta processed a
+//! request. Either way the client cannot tell which happened, which is the
+//! point: it must count such a request as possibly sent.
+//!
 //! Control: `GET /sim/faults` shows the settings and what was injected;
 //! `PUT`/`POST /sim/faults` with `{"okta": {...}, "graph": {...}, "entra": {...},
 //! "seed": 7}` replaces the settings of each service named (others keep
@@ -54,6 +63,9 @@ pub struct FaultSpec {
     pub rate_429: f64,
     pub rate_5xx: f64,
     pub rate_drop: f64,
+    /// 5xx and dropped connections strike after the request was handled
+    /// (its effects stay) instead of before.
+    pub after_acting: bool,
 }
 
 impl FaultSpec {
@@ -79,6 +91,8 @@ pub struct Injected {
     pub rate_429: u64,
     pub rate_5xx: u64,
     pub dropped: u64,
+    /// 5xx and drops that struck after the request was handled.
+    pub after_acting: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -198,6 +212,13 @@ impl Faults {
 
     /// Draws the fate of one request to `service`: how long to wait, then what to do.
     pub fn draw(&self, service: Service) -> (Duration, Verdict) {
+        let (delay, verdict, _) = self.draw_timed(service);
+        (delay, verdict)
+    }
+
+    /// As [`Faults::draw`], and whether a 5xx or drop strikes after the
+    /// request was handled.
+    pub fn draw_timed(&self, service: Service) -> (Duration, Verdict, bool) {
         let mut inner = self.lock();
         let spec = *inner.specs.get_mut(service);
         let jitter = if spec.jitter_ms > 0 { inner.rng.random_range(0..=spec.jitter_ms) } else { 0 };
@@ -220,7 +241,9 @@ impl Faults {
             Verdict::ServerError => counts.rate_5xx += 1,
             Verdict::Drop => counts.dropped += 1,
         }
-        (delay, verdict)
+        let after = spec.after_acting && matches!(verdict, Verdict::ServerError | Verdict::Drop);
+        counts.after_acting += u64::from(after);
+        (delay, verdict, after)
     }
 }
 
@@ -235,20 +258,31 @@ pub async fn inject(State((state, service)): State<(Shared, Service)>, req: Requ
     if req.uri().path().starts_with("/sim/") {
         return next.run(req).await;
     }
-    let (delay, verdict) = state.faults.draw(service);
+    let (delay, verdict, after_acting) = state.faults.draw_timed(service);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    if after_acting {
+        // The service acts; its answer is then lost.
+        let _served = next.run(req).await;
+        return match verdict {
+            Verdict::Drop => dropped(),
+            _ => server_error(&state, service),
+        };
+    }
     match verdict {
         Verdict::Serve => next.run(req).await,
-        Verdict::Drop => {
-            let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-            response.extensions_mut().insert(DropConnection);
-            response
-        }
+        Verdict::Drop => dropped(),
         Verdict::TooManyRequests => too_many_requests(&state, service),
         Verdict::ServerError => server_error(&state, service),
     }
+}
+
+/// A response the server loop turns into a closed connection.
+fn dropped() -> Response {
+    let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    response.extensions_mut().insert(DropConnection);
+    response
 }
 
 fn too_many_requests(state: &Shared, service: Service) -> Response {
@@ -406,6 +440,20 @@ mod tests {
         assert_eq!(counts.okta.dropped, n(Verdict::Drop));
         assert!(n(Verdict::Serve) > 0 && counts.okta.dropped > 0);
         assert_eq!(counts.graph, Injected::default(), "other services untouched");
+    }
+
+    #[test]
+    fn only_5xx_and_drops_strike_after_acting() {
+        let faults = Faults::new(3);
+        let spec = FaultSpec { after_acting: true, ..spec(0.3, 0.3, 0.3) };
+        faults.update(&FaultUpdate { okta: Some(spec), ..Default::default() }).unwrap();
+        let draws: Vec<(Duration, Verdict, bool)> = (0..300).map(|_| faults.draw_timed(Service::Okta)).collect();
+        for (_, verdict, after) in &draws {
+            assert_eq!(*after, matches!(verdict, Verdict::ServerError | Verdict::Drop), "{verdict:?}");
+        }
+        let view = faults.view().injected.okta;
+        assert_eq!(view.after_acting, view.rate_5xx + view.dropped);
+        assert!(view.after_acting > 0);
     }
 
     #[test]

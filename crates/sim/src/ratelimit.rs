@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-/// Length of one counting window.
+/// Length of one counting window, unless the sandbox is told otherwise.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
 pub const LIMIT_HEADER: HeaderName = HeaderName::from_static("x-rate-limit-limit");
@@ -54,18 +54,26 @@ struct Window {
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: u32,
+    length: Duration,
     window: Mutex<Option<Window>>,
 }
 
 impl RateLimiter {
+    /// Okta's window: `limit_per_minute` requests per 60 s.
     pub fn new(limit_per_minute: u32) -> Self {
-        Self { limit: limit_per_minute, window: Mutex::new(None) }
+        Self::with_window(limit_per_minute, WINDOW)
+    }
+
+    /// `limit` requests per window of `length` (a zero length counts as a
+    /// millisecond, so that a window always ends).
+    pub fn with_window(limit: u32, length: Duration) -> Self {
+        Self { limit, length: length.max(Duration::from_millis(1)), window: Mutex::new(None) }
     }
 
     /// Counts one request and says whether it is allowed.
     pub fn hit(&self, now: Instant) -> Standing {
         let mut guard = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let window = current(&mut guard, now);
+        let window = current(&mut guard, now, self.length);
         window.used = window.used.saturating_add(1);
         Standing {
             limit: self.limit,
@@ -79,7 +87,7 @@ impl RateLimiter {
     /// injects (faults) rather than serves.
     pub fn peek(&self, now: Instant) -> Standing {
         let mut guard = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let window = current(&mut guard, now);
+        let window = current(&mut guard, now, self.length);
         Standing {
             limit: self.limit,
             remaining: self.limit.saturating_sub(window.used),
@@ -95,12 +103,12 @@ impl RateLimiter {
 }
 
 /// The window `now` falls in, opening a new one when the last has ended.
-fn current(slot: &mut Option<Window>, now: Instant) -> &mut Window {
-    if slot.as_ref().is_some_and(|w| now.duration_since(w.started) >= WINDOW) {
+fn current(slot: &mut Option<Window>, now: Instant, length: Duration) -> &mut Window {
+    if slot.as_ref().is_some_and(|w| now.duration_since(w.started) >= length) {
         *slot = None;
     }
     slot.get_or_insert_with(|| {
-        let end = OffsetDateTime::now_utc() + WINDOW;
+        let end = OffsetDateTime::now_utc() + length;
         // Round up: a client that sleeps until the header's second must not
         // wake up inside the old window.
         let reset_epoch = end.unix_timestamp() + i64::from(end.nanosecond() > 0);
@@ -134,6 +142,17 @@ mod tests {
         let now_epoch = OffsetDateTime::now_utc().unix_timestamp();
         let s = limiter.hit(Instant::now());
         assert!((now_epoch + 59..=now_epoch + 62).contains(&s.reset_epoch), "{s:?}");
+    }
+
+    #[test]
+    fn a_shorter_window_resets_sooner() {
+        let limiter = RateLimiter::with_window(1, Duration::from_secs(2));
+        let t0 = Instant::now();
+        let now_epoch = OffsetDateTime::now_utc().unix_timestamp();
+        let first = limiter.hit(t0);
+        assert!((now_epoch + 2..=now_epoch + 4).contains(&first.reset_epoch), "{first:?}");
+        assert!(limiter.hit(t0 + Duration::from_secs(1)).exceeded);
+        assert!(!limiter.hit(t0 + Duration::from_secs(2)).exceeded, "a new window");
     }
 
     #[test]

@@ -85,7 +85,8 @@ async fn bulk_delete(
 fn load(state: &Shared, source: &str, session: &str, kind: BulkKind, body: &[u8]) -> Result<StatusCode, OktaError> {
     known_source(state, source)?;
     // Parsing needs no lock; its verdict waits until the session has been checked.
-    let parsed = bulk::parse(kind, body);
+    let schema = crate::app::lock(&state.okta).schema.clone();
+    let parsed = bulk::parse_with(kind, body, schema.as_ref());
     let now = Moment::now();
     let mut okta = state.okta_at(now.instant);
     okta.sessions.check_loadable(session, now)?;

@@ -5,9 +5,12 @@
 //! product isolate bad records before sending, so the sandbox must refuse the
 //! same way rather than quietly skip the bad ones.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value};
 
 use super::error::OktaError;
+use super::schema::{CauseStyle, ProfileSchema};
 
 /// "up to 200 entities in a single bulk-load request" (reference §2).
 pub const MAX_PROFILES: usize = 200;
@@ -68,6 +71,12 @@ impl Load {
 
 /// Parses a bulk body, or says every reason Okta would refuse it.
 pub fn parse(kind: BulkKind, body: &[u8]) -> Result<Load, OktaError> {
+    parse_with(kind, body, None)
+}
+
+/// [`parse`], also refusing upserted attributes that `schema` (when
+/// declared) does not define.
+pub fn parse_with(kind: BulkKind, body: &[u8], schema: Option<&ProfileSchema>) -> Result<Load, OktaError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(OktaError::validation(
             "request body",
@@ -122,12 +131,28 @@ pub fn parse(kind: BulkKind, body: &[u8]) -> Result<Load, OktaError> {
     let load = match kind {
         BulkKind::Upsert => {
             let mut out = Vec::with_capacity(items.len());
+            // perAttribute causes: each unknown attribute once, no profile named.
+            let mut undefined_anywhere = BTreeSet::new();
             for (i, item) in items.iter().enumerate() {
-                match upsert_item(item) {
-                    Ok(p) => out.push(p),
-                    Err(problems) => causes.push(describe(i, item, &problems)),
+                let undefined = schema.map(|s| undefined_attributes(item, s)).unwrap_or_default();
+                let (profile, mut problems) = match upsert_item(item) {
+                    Ok(p) => (Some(p), Vec::new()),
+                    Err(problems) => (None, problems),
+                };
+                match schema.map(|s| s.causes) {
+                    Some(CauseStyle::PerProfile) => {
+                        problems.extend(undefined.iter().map(|a| ProfileSchema::undefined(a)))
+                    }
+                    Some(CauseStyle::PerAttribute) => undefined_anywhere.extend(undefined.iter().cloned()),
+                    None => {}
+                }
+                if !problems.is_empty() {
+                    causes.push(describe(i, item, &problems));
+                } else if let Some(p) = profile.filter(|_| undefined.is_empty()) {
+                    out.push(p);
                 }
             }
+            causes.extend(undefined_anywhere.iter().map(|a| ProfileSchema::undefined(a)));
             Load::Upsert(out)
         }
         BulkKind::Delete => {
@@ -197,6 +222,14 @@ fn upsert_item(item: &Value) -> Result<UpsertProfile, Vec<String>> {
     match (id, profile) {
         (Some(external_id), Some(profile)) if problems.is_empty() => Ok(UpsertProfile { external_id, profile }),
         _ => Err(problems),
+    }
+}
+
+/// The profile's attributes that `schema` does not define, by name.
+fn undefined_attributes(item: &Value, schema: &ProfileSchema) -> Vec<String> {
+    match item.get("profile") {
+        Some(Value::Object(profile)) => profile.keys().filter(|name| !schema.defines(name)).cloned().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -293,6 +326,36 @@ mod tests {
         assert!(err.causes[0].contains("\"num\"") && err.causes[0].contains("department"));
         assert!(err.causes[1].contains("firstName") && err.causes[1].contains("email"));
         assert!(err.causes[2].contains("\"nulled\""));
+    }
+
+    #[test]
+    fn a_declared_schema_refuses_undefined_attributes_naming_profiles_or_not() {
+        let body = json!({"entityType": "USERS", "profiles": [
+            {"externalId": "ok", "profile": {"email": "a@example.com"}},
+            {"externalId": "drift-1", "profile": {"email": "b@example.com", "costCenter": "7"}},
+            {"externalId": "drift-2", "profile": {"email": "c@example.com", "costCenter": "8"}},
+        ]})
+        .to_string();
+        assert!(parse(BulkKind::Upsert, body.as_bytes()).is_ok(), "no schema declared: anything goes");
+
+        let attributes = ["userName", "email"].map(String::from).into();
+        let per_profile = ProfileSchema { attributes, causes: CauseStyle::PerProfile };
+        let err = parse_with(BulkKind::Upsert, body.as_bytes(), Some(&per_profile)).unwrap_err();
+        assert_eq!((err.status.as_u16(), err.code), (400, "E0000001"));
+        assert_eq!(err.causes.len(), 2, "{:?}", err.causes);
+        assert!(err.causes[0].contains("\"drift-1\"") && err.causes[0].contains("'costCenter'"), "{:?}", err.causes);
+        assert!(err.causes[1].contains("\"drift-2\""));
+
+        let per_attribute = ProfileSchema { causes: CauseStyle::PerAttribute, ..per_profile };
+        let err = parse_with(BulkKind::Upsert, body.as_bytes(), Some(&per_attribute)).unwrap_err();
+        assert_eq!(err.causes, vec![ProfileSchema::undefined("costCenter")], "one cause, naming no profile");
+        assert!(!err.causes[0].contains("drift"));
+
+        let deletes = json!({"entityType": "USERS", "profiles": [{"externalId": "drift-1"}]}).to_string();
+        assert!(
+            parse_with(BulkKind::Delete, deletes.as_bytes(), Some(&per_attribute)).is_ok(),
+            "deletes carry no profile"
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct OktaError {
 pub struct Refusal {
     pub code: String,
     pub summary: String,
+    /// The `errorCauses`, which say which rule was broken (e.g. the 50-request limit).
+    pub causes: Vec<String>,
 }
 
 impl OktaError {
@@ -133,7 +135,8 @@ impl IntoResponse for OktaError {
             error_causes: self.causes.iter().map(|c| Cause { error_summary: c }).collect(),
         };
         let mut response = (self.status, Json(body)).into_response();
-        response.extensions_mut().insert(Refusal { code: self.code.to_owned(), summary: self.summary });
+        let refusal = Refusal { code: self.code.to_owned(), summary: self.summary, causes: self.causes };
+        response.extensions_mut().insert(refusal);
         response
     }
 }

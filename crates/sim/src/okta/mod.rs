@@ -7,6 +7,7 @@
 //! - `auth`     `SSWS` tokens and OAuth bearer tokens with their scopes
 //! - `oauth`    the service app's token endpoint (client credentials + private_key_jwt)
 //! - `import`   the background task that completes imports on time
+//! - `schema`   an optional strict profile schema (schema drift: unknown attributes refused)
 //! - `admin`    the sandbox's inspection routes for all of the above
 //! - `error`    Okta's error bodies
 
@@ -17,6 +18,7 @@ pub mod bulk;
 pub mod error;
 pub mod import;
 pub mod oauth;
+pub mod schema;
 pub mod session;
 pub mod store;
 
@@ -43,6 +45,8 @@ pub struct OktaState {
     pub users: store::UserStore,
     pub tokens: oauth::TokenStore,
     pub refused: VecDeque<RefusedRequest>,
+    /// The declared profile schema; `None` accepts every attribute.
+    pub schema: Option<schema::ProfileSchema>,
 }
 
 /// Refusals kept for inspection; the oldest go first past this many.
@@ -59,6 +63,7 @@ pub struct RefusedRequest {
     pub status: u16,
     pub error_code: String,
     pub error_summary: String,
+    pub error_causes: Vec<String>,
 }
 
 impl OktaState {
@@ -73,6 +78,7 @@ impl OktaState {
             users: store::UserStore::default(),
             tokens: oauth::TokenStore::default(),
             refused: VecDeque::new(),
+            schema: None,
         }
     }
 
@@ -86,13 +92,15 @@ impl OktaState {
         }
     }
 
-    /// Forgets sessions, users, the cooldown and refusals. Issued tokens stay
-    /// valid: a reset is about data, and a client holding a token must not
-    /// start failing auth because a test reset the sandbox.
+    /// Forgets sessions, users, the cooldown, refusals and the declared
+    /// schema. Issued tokens stay valid: a reset is about data, and a client
+    /// holding a token must not start failing auth because a test reset the
+    /// sandbox.
     pub fn reset(&mut self) {
         self.sessions.reset();
         self.users = store::UserStore::default();
         self.refused.clear();
+        self.schema = None;
     }
 
     fn record_refusal(&mut self, r: RefusedRequest) {
@@ -146,6 +154,7 @@ async fn record_refusals(State(state): State<Shared>, req: Request, next: Next) 
             status: response.status().as_u16(),
             error_code: refusal.code.clone(),
             error_summary: refusal.summary.clone(),
+            error_causes: refusal.causes.clone(),
         };
         state.okta_at(Instant::now()).record_refusal(r);
     }

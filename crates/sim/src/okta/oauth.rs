@@ -168,7 +168,11 @@ impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": self.error, "error_description": self.description});
         let mut response = (self.status, no_store(), Json(body)).into_response();
-        response.extensions_mut().insert(Refusal { code: self.error.to_owned(), summary: self.description });
+        response.extensions_mut().insert(Refusal {
+            code: self.error.to_owned(),
+            summary: self.description,
+            causes: Vec::new(),
+        });
         response
     }
 }
