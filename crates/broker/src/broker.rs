@@ -71,7 +71,14 @@ impl Broker {
                     .with_max_times(24)
                     .with_jitter()
             });
-        let conn = match tokio::time::timeout(cfg.connect_timeout, Connection::connect(&cfg.url, props)).await {
+        let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+        // lapin retries an unreachable address from a background thread that
+        // outlives a timed-out connect (and panics when the runtime then shuts
+        // down), so reachability is settled first, here, where giving up is clean.
+        if let Err(probe) = wait_for_tcp(&cfg.url, deadline).await {
+            return Err(BrokerError::ConnectTimeout { url, after: cfg.connect_timeout, probe });
+        }
+        let conn = match tokio::time::timeout_at(deadline, Connection::connect(&cfg.url, props)).await {
             Err(_) => {
                 let probe = probe_tcp(&cfg.url).await;
                 return Err(BrokerError::ConnectTimeout { url, after: cfg.connect_timeout, probe });
@@ -172,6 +179,20 @@ impl Broker {
         if body.len() > limit {
             return Err(BrokerError::TooLarge { size: body.len(), limit });
         }
+        self.republish(exchange, routing_key, body, props).await
+    }
+
+    /// Publishes a message the broker already holds (a retry, parked or
+    /// replayed copy) whatever its size: the broker took it once, and an
+    /// oversize message must still reach the parked queue rather than bounce
+    /// between its queue and a consumer that can neither read nor park it.
+    pub(crate) async fn republish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
         self.inner.publisher.publish(exchange, routing_key, body, &props).await?;
         ::metrics::counter!(metrics::PUBLISHED, "queue" => routing_key.to_owned()).increment(1);
         Ok(())
@@ -223,7 +244,7 @@ impl Broker {
                 (LAST_ERROR, headers::long_str(headers::error_text(error))),
             ],
         );
-        self.publish_raw(&self.names().retry_exchange(), origin_queue, &d.data, props).await?;
+        self.republish(&self.names().retry_exchange(), origin_queue, &d.data, props).await?;
         consumer::ack(d).await;
         ::metrics::counter!(metrics::RETRIED, "queue" => origin_queue.to_owned(), "tier" => label).increment(1);
         tracing::info!(queue = origin_queue, attempt, ?tier, error, "message scheduled for retry");
@@ -246,7 +267,7 @@ impl Broker {
                 (ATTEMPT, AMQPValue::LongLongInt(consumer::attempt(d).saturating_add(1).into())),
             ],
         );
-        self.publish_raw("", &self.names().parked(), &d.data, props).await?;
+        self.republish("", &self.names().parked(), &d.data, props).await?;
         consumer::ack(d).await;
         ::metrics::counter!(metrics::PARKED, "queue" => origin_queue.to_owned(), "reason" => reason.to_owned())
             .increment(1);
@@ -314,18 +335,44 @@ pub(crate) async fn close_quietly(ch: Channel) {
 /// One plain TCP connect to the broker's address, to tell "nothing
 /// listens there" from "something answers but the AMQP handshake fails".
 async fn probe_tcp(raw: &str) -> String {
+    match tcp_connect(raw).await {
+        Ok(addr) => format!("{addr} accepts TCP connections, so the AMQP handshake is failing"),
+        Err(why) => why,
+    }
+}
+
+/// Retries a plain TCP connect to the broker's address until it succeeds
+/// (a broker that is still starting) or `deadline` passes; then says why.
+async fn wait_for_tcp(raw: &str, deadline: tokio::time::Instant) -> Result<(), String> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let why = match tcp_connect(raw).await {
+            Ok(_) => return Ok(()),
+            Err(why) => why,
+        };
+        if tokio::time::Instant::now() + delay >= deadline {
+            return Err(why);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Opens and drops one TCP connection to the URL's host and port; returns
+/// the address, or why it could not connect.
+async fn tcp_connect(raw: &str) -> Result<String, String> {
     let Ok(u) = url::Url::parse(raw) else {
-        return "the URL does not parse".into();
+        return Err("the URL does not parse".into());
     };
     let Some(host) = u.host_str() else {
-        return "the URL has no host".into();
+        return Err("the URL has no host".into());
     };
     let port = u.port().unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 });
     let addr = format!("{host}:{port}");
     match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr.as_str())).await {
-        Err(_) => format!("TCP connect to {addr} timed out"),
-        Ok(Err(e)) => format!("TCP connect to {addr}: {e}"),
-        Ok(Ok(_)) => format!("{addr} accepts TCP connections, so the AMQP handshake is failing"),
+        Err(_) => Err(format!("TCP connect to {addr} timed out")),
+        Ok(Err(e)) => Err(format!("TCP connect to {addr}: {e}")),
+        Ok(Ok(_)) => Ok(addr),
     }
 }
 

@@ -29,6 +29,7 @@ pub mod metrics;
 mod names;
 mod parked;
 mod publisher;
+mod roster;
 mod run;
 mod topology;
 

@@ -44,6 +44,12 @@ impl Names {
         format!("{}.batches.{sync}", self.prefix)
     }
 
+    /// `P.roster.<sync>`: the stream that keeps who the sync left active in
+    /// Okta (see `xaas_core::roster`).
+    pub fn roster(&self, sync: &SyncName) -> String {
+        format!("{}.roster.{sync}", self.prefix)
+    }
+
     /// `P.parked`: messages that gave up; nobody consumes it.
     pub fn parked(&self) -> String {
         format!("{}.parked", self.prefix)

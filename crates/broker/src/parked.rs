@@ -129,6 +129,24 @@ impl Broker {
         res
     }
 
+    /// How many messages are parked (ready to be listed), without touching
+    /// them: cheap enough to poll, unlike a listing, which moves every body.
+    pub async fn parked_count(&self) -> Result<u32, BrokerError> {
+        let parked = self.names().parked();
+        let ch = self.channel("opening a channel to count parked messages").await?;
+        let res = ch
+            .queue_declare(
+                parked.as_str().into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .map_err(BrokerError::amqp(format!("counting {parked}")));
+        close_quietly(ch).await;
+        res
+    }
+
     /// Drops every parked message; returns how many there were.
     pub async fn parked_purge(&self) -> Result<u32, BrokerError> {
         let parked = self.names().parked();
@@ -243,7 +261,7 @@ impl Broker {
                 &[PARKED_REASON, PARKED_ERROR, PARKED_AT, ATTEMPT, RETRY_TIER, LAST_ERROR, ORIGIN_QUEUE],
                 vec![(REPLAYED_AT, headers::long_str(token.clone()))],
             );
-            match self.publish_raw("", &origin, &d.data, props).await {
+            match self.republish("", &origin, &d.data, props).await {
                 Ok(()) => {}
                 Err(e @ BrokerError::Unroutable { .. }) => {
                     report.skipped.push((p.message_id, format!("queue {origin} does not exist: {e}")));

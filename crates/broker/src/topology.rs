@@ -94,9 +94,11 @@ impl Topology {
     }
 
     /// The batches queue of one sync: a work queue with a single active
-    /// consumer, so exactly one uploader owns the identity source.
+    /// consumer, so exactly one uploader owns the identity source. And the
+    /// sync's roster stream.
     pub async fn declare_sync(&self, ch: &Channel, sync: &SyncName) -> Result<(), BrokerError> {
-        self.declare_work_queue(ch, &self.names.batches(sync), true).await
+        self.declare_work_queue(ch, &self.names.batches(sync), true).await?;
+        queue(ch, &self.names.roster(sync), crate::roster::roster_args()).await
     }
 
     async fn declare_work_queue(&self, ch: &Channel, name: &str, single_active: bool) -> Result<(), BrokerError> {
@@ -145,6 +147,7 @@ impl Topology {
         let mut queues = vec![n.requests(), n.fetch(), n.pages(), n.parked(), n.events()];
         queues.extend(self.retry_tiers.iter().map(|&t| n.retry(t)));
         queues.extend(syncs.iter().map(|s| n.batches(s)));
+        queues.extend(syncs.iter().map(|s| n.roster(s)));
         for q in queues {
             ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await

@@ -86,3 +86,45 @@ async fn park_list_show_replay_and_purge() {
     pc.close().await;
     t.cleanup().await;
 }
+
+/// A body over `max_message_bytes` cannot be read; it must still be parked
+/// with its reason (not bounce between the queue and a consumer that can
+/// neither read nor park it until the delivery limit drops it in parked
+/// without one). Also replayable as it is.
+#[tokio::test]
+async fn an_oversize_message_is_parked_with_its_reason_and_can_be_replayed() {
+    let t = TestBroker::start().await;
+    let requests = t.broker.names().requests();
+    let limit = t.config().max_message_bytes;
+    let mut big_cfg = t.config().clone();
+    big_cfg.max_message_bytes = limit * 4;
+    big_cfg.connection_name.push_str("-big");
+    let big = xaas_broker::Broker::connect(big_cfg).await.unwrap();
+    let body = format!(r#"{{"sync":"demo","pad":"{}"}}"#, "x".repeat(limit));
+    let props = xaas_broker::BasicProperties::default().with_message_id("oversize".into());
+    big.publish_raw("", &requests, body.as_bytes(), props).await.unwrap();
+
+    let mut c = t.broker.consume(&requests, 5, "test").await.unwrap();
+    let m = next(&mut c).await;
+    let err = m.decode::<SyncRequest>().unwrap_err();
+    assert!(matches!(err, xaas_broker::DecodeError::Oversize { .. }), "{err}");
+    t.broker.park(&m.delivery, &requests, "undecodable", &err.to_string()).await.unwrap();
+
+    assert_eq!(t.broker.parked_count().await.unwrap(), 1);
+    let parked = t.broker.parked_list(10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(t.broker.parked_count().await.unwrap(), 1, "listing leaves it parked");
+    assert_eq!(parked[0].reason, "undecodable");
+    assert_eq!(parked[0].body.len(), body.len());
+    assert!(parked[0].error.as_deref().unwrap().contains("over the"), "{:?}", parked[0].error);
+
+    let report = t.broker.parked_replay(Replay::All).await.unwrap();
+    assert_eq!(report.replayed, 1, "{report:?}");
+    assert_eq!(t.broker.parked_count().await.unwrap(), 0);
+    let back = next(&mut c).await;
+    assert_eq!(back.body().len(), body.len(), "replayed whole to its queue");
+    assert!(ack(&back.delivery).await);
+    c.close().await;
+    big.close().await;
+    t.cleanup().await;
+}

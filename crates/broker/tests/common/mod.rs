@@ -110,5 +110,7 @@ pub fn request(sync: &str, run: &str) -> SyncRequest {
         mode: Default::default(),
         dry_run: false,
         run_id: Some(RunId::parse(run).unwrap()),
+        force: false,
+        allow_mass_deactivation: false,
     }
 }
