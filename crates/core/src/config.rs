@@ -35,6 +35,8 @@ use serde_json::Value;
 use crate::ids::SyncName;
 use crate::limits::Limits;
 use crate::mapping::{Filter, Mapping, MappingRules, RuleError};
+use crate::messages::Mode;
+use crate::reconcile::Guards;
 
 /// Looks up one environment variable.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -95,11 +97,15 @@ pub struct SyncConfig {
     pub name: SyncName,
     /// Cron expression, checked by the scheduler that uses it.
     pub schedule: Option<String>,
+    /// What the scheduler's runs do (`schedule_mode`, default full).
+    pub schedule_mode: Mode,
     pub source: SourceConfig,
     /// `[syncs.<name>.mapping]` and `[syncs.<name>.filter]`.
     pub rules: MappingRules,
     pub target: TargetConfig,
     pub limits: Limits,
+    /// `[syncs.<name>.guards]`: how much one run may deactivate.
+    pub guards: Guards,
 }
 
 impl SyncConfig {
@@ -272,11 +278,23 @@ fn parse_sync(name: SyncName, mut sec: Section<'_>, env: EnvLookup<'_>, files: F
         Some(s) => Some(non_empty(&s, "a cron expression like \"0 9 17 * *\"")?),
         None => None,
     };
+    let schedule_mode = match sec.take("schedule_mode") {
+        Some(s) => match s.string()?.as_str() {
+            "full" => Mode::Full,
+            "delta" => Mode::Delta,
+            "deactivate" => Mode::Deactivate,
+            other => {
+                return Err(s.invalid(format!("{other:?} is not a mode; use \"full\", \"delta\" or \"deactivate\"")));
+            }
+        },
+        None => Mode::Full,
+    };
     let source = sec.section("source")?;
     let mapping = sec.section("mapping")?;
     let filter = sec.section("filter")?;
     let target = sec.section("target")?;
     let limits = sec.section("limits")?;
+    let guards = sec.section("guards")?;
     sec.finish()?;
 
     let rules = parse_rules(&name, mapping, filter)?;
@@ -284,10 +302,37 @@ fn parse_sync(name: SyncName, mut sec: Section<'_>, env: EnvLookup<'_>, files: F
         source: parse_source(&name, source, &rules, env, files)?,
         target: parse_target(&name, target, env, files)?,
         limits: parse_limits(limits)?,
+        guards: parse_guards(guards)?,
         rules,
         schedule,
+        schedule_mode,
         name,
     })
+}
+
+/// `max_deactivations` (a count, or `"none"`) and
+/// `max_deactivations_percent` (0 to 100, or `"none"`).
+fn parse_guards(mut sec: Section<'_>) -> Result<Guards> {
+    let defaults = Guards::DEFAULT;
+    let none = |s: &Setting| matches!(&s.value, toml::Value::String(v) if v == "none");
+    let max_deactivations = match sec.take("max_deactivations") {
+        Some(s) if none(&s) => None,
+        Some(s) => Some(s.int_in(0, i64::MAX)?.unsigned_abs()),
+        None => defaults.max_deactivations,
+    };
+    let max_deactivations_percent = match sec.take("max_deactivations_percent") {
+        Some(s) if none(&s) => None,
+        Some(s) => {
+            let p = s.number()?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(s.invalid(format!("{p} is not a percentage; expected 0 to 100, or \"none\"")));
+            }
+            Some(p)
+        }
+        None => defaults.max_deactivations_percent,
+    };
+    sec.finish()?;
+    Ok(Guards { max_deactivations, max_deactivations_percent })
 }
 
 fn parse_rules(name: &SyncName, mut mapping: Section<'_>, filter: Section<'_>) -> Result<MappingRules> {
@@ -641,6 +686,14 @@ impl Setting {
         match self.value {
             toml::Value::Integer(n) => Ok(n),
             _ => Err(self.expected("an integer")),
+        }
+    }
+
+    fn number(&self) -> Result<f64> {
+        match self.value {
+            toml::Value::Integer(n) => Ok(n as f64),
+            toml::Value::Float(f) if f.is_finite() => Ok(f),
+            _ => Err(self.expected("a number")),
         }
     }
 
@@ -1224,5 +1277,29 @@ mod tests {
         let empty = parse("", &env_of(&[])).unwrap();
         let err = empty.sync(&SyncName::parse("demo").unwrap()).unwrap_err();
         assert!(err.to_string().ends_with("configured syncs: none (add a [syncs.<name>] table to xaas.toml)"), "{err}");
+    }
+
+    #[test]
+    fn guards_default_to_a_tenth_of_the_roster_and_can_be_set_or_lifted() {
+        let config = parse(MINIMAL, &with_secrets(&[])).unwrap();
+        assert_eq!(demo(&config).guards, Guards::DEFAULT);
+        assert_eq!(demo(&config).schedule_mode, Mode::Full);
+        let text =
+            format!("{MINIMAL}\n[syncs.demo.guards]\nmax_deactivations = 500\nmax_deactivations_percent = 2.5\n");
+        let guards = demo(&parse(&text, &with_secrets(&[])).unwrap()).guards;
+        assert_eq!(guards, Guards { max_deactivations: Some(500), max_deactivations_percent: Some(2.5) });
+        let text = format!("{MINIMAL}\n[syncs.demo.guards]\nmax_deactivations_percent = \"none\"\n");
+        assert_eq!(demo(&parse(&text, &with_secrets(&[])).unwrap()).guards.max_deactivations_percent, None);
+        let text = format!("{MINIMAL}\n[syncs.demo.guards]\nmax_deactivations_percent = 150\n");
+        assert_eq!(
+            error(&text, &with_secrets(&[])),
+            "syncs.demo.guards.max_deactivations_percent: 150 is not a percentage; expected 0 to 100, or \"none\""
+        );
+        let env = with_secrets(&[("XAAS__SYNCS__DEMO__GUARDS__MAX_DEACTIVATIONS", "7")]);
+        let text = format!("{MINIMAL}\n[syncs.demo.guards]\n");
+        assert_eq!(demo(&parse(&text, &env).unwrap()).guards.max_deactivations, Some(7));
+        let text =
+            MINIMAL.replace("[syncs.demo.source]", "[syncs.demo]\nschedule_mode = \"hourly\"\n[syncs.demo.source]");
+        assert!(error(&text, &with_secrets(&[])).starts_with("syncs.demo.schedule_mode: \"hourly\" is not a mode"));
     }
 }

@@ -8,13 +8,51 @@
 //! stopped. The uploader records `BulkSending` *before* each request, so after
 //! a crash the request count can be too high (an early rollover), never too
 //! low (a 51st request).
+//!
+//! Per run it also keeps what change detection, reconciliation and the
+//! guards decide from: what became of each externalId (sent, unchanged,
+//! queued for deactivation, refused), the ids the source returned but the
+//! mapper rejected, the deactivation list once it is fixed, and whether the
+//! run reads Graph's full state. Two facts come from the fetcher's events
+//! rather than the uploader's own (`RunStarted`'s options, `DeltaResync`):
+//! a standby reads them on replay; the active uploader learns the same from
+//! the batches themselves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use time::OffsetDateTime;
 
-use crate::ids::{RunId, SyncName};
-use crate::messages::{Batch, EventKind, OktaProfile, Piece, RunEvent};
+use crate::ids::{ExternalId, RunId, SyncName};
+use crate::messages::{Batch, EventKind, OktaProfile, Op, Piece, ProfileChange, RunEvent, RunOptions, SessionStatus};
+use crate::roster::Digest;
+
+/// The page number of a run's deactivation list: it is packed and tracked
+/// like the batches of a page after the last one, so a crash in the middle
+/// of the deactivations resumes exactly where it stopped.
+pub const DEACTIVATION_PAGE: u32 = u32::MAX;
+
+/// What a run did with one externalId.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Sent with bulk-upsert into `session`; the roster keeps `digest` once
+    /// that session completes.
+    Upserted { session: String, digest: Option<Digest> },
+    /// Not sent: unchanged since its last confirmed upload.
+    Unchanged,
+    /// To be deactivated once every page is in and the guards pass.
+    DeleteQueued,
+    /// Refused, by the uploader (a duplicate) or by Okta.
+    Refused,
+}
+
+/// The latest thing a run did with one externalId, and on which page.
+/// Graph may show one user several times in a delta round; the one on the
+/// latest page is the current state ("the last wins").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub page: u32,
+    pub fate: Fate,
+}
 
 /// The session the uploader is loading into.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +118,18 @@ pub struct RunProgress {
     pub sessions: Vec<String>,
     pub completed: bool,
     pub failed: bool,
+    /// The options it was started with (from `RunStarted`).
+    pub options: Option<RunOptions>,
+    full_state: bool,
+    ids: HashMap<ExternalId, Seen>,
+    /// Deactivated with bulk-delete, and into which session.
+    deactivated: HashMap<ExternalId, String>,
+    rejected_in_source: HashSet<String>,
+    plan: BTreeMap<u32, Vec<ExternalId>>,
+    plan_parts: Option<u32>,
+    delta_link: Option<String>,
+    /// Why a guard refused the run's deactivations, once it did.
+    pub guard_tripped: Option<String>,
 }
 
 impl RunProgress {
@@ -93,6 +143,66 @@ impl RunProgress {
 
     pub fn total_pages(&self) -> Option<u32> {
         self.total_pages
+    }
+
+    /// The run reads Graph's full state (a full run, or a delta run's initial
+    /// round or resync): a roster user it does not return has left.
+    pub fn reads_full_state(&self) -> bool {
+        self.full_state || self.options.as_ref().is_some_and(RunOptions::reads_full_state)
+    }
+
+    /// What the run last did with `id`.
+    pub fn seen(&self, id: &ExternalId) -> Option<&Seen> {
+        self.ids.get(id)
+    }
+
+    /// Every externalId the run accounted for, with what became of it.
+    pub fn ids(&self) -> &HashMap<ExternalId, Seen> {
+        &self.ids
+    }
+
+    /// Users the source returned that the mapper rejected.
+    pub fn rejected_in_source(&self) -> &HashSet<String> {
+        &self.rejected_in_source
+    }
+
+    /// Users deactivated by this run, with their session.
+    pub fn deactivated(&self) -> &HashMap<ExternalId, String> {
+        &self.deactivated
+    }
+
+    /// The deactivation list, once every part of it is recorded.
+    pub fn deactivation_plan(&self) -> Option<Vec<Vec<ExternalId>>> {
+        let parts = self.plan_parts?;
+        (self.plan.len() == parts as usize).then(|| self.plan.values().cloned().collect())
+    }
+
+    /// The deltaLink the run's last page brought, once the uploader saw it.
+    pub fn delta_link(&self) -> Option<&str> {
+        self.delta_link.as_deref()
+    }
+
+    /// Records what the run did with `id` on `page`. A later page wins, and
+    /// on the same page the later record wins, except that a refusal never
+    /// hides what the run already did with the user (it refused a later
+    /// copy), and a copy found unchanged after an upsert keeps the upsert
+    /// (it is the same profile, and the roster must learn it).
+    fn note(&mut self, id: ExternalId, page: u32, fate: Fate) {
+        let fate = match (self.ids.get(&id), fate) {
+            (Some(_), Fate::Refused) => return,
+            (Some(seen), _) if seen.page > page => return,
+            (Some(Seen { fate: sent @ Fate::Upserted { .. }, .. }), Fate::Unchanged) => sent.clone(),
+            (_, fate) => fate,
+        };
+        self.ids.insert(id, Seen { page, fate });
+    }
+
+    /// Drops the per-user detail of a run that is over.
+    fn forget_users(&mut self) {
+        self.ids = HashMap::new();
+        self.deactivated = HashMap::new();
+        self.rejected_in_source = HashSet::new();
+        self.plan = BTreeMap::new();
     }
 
     fn cover(&mut self, piece: &Piece) {
@@ -115,12 +225,21 @@ pub struct Ledger {
     last_trigger: Option<OffsetDateTime>,
     /// Triggered sessions whose final status has not been recorded yet.
     awaiting: Vec<String>,
+    /// The final status of every session that reached one.
+    finished: HashMap<String, SessionStatus>,
     runs: HashMap<RunId, RunProgress>,
 }
 
 impl Ledger {
     pub fn new(sync: SyncName) -> Self {
-        Self { sync, session: None, last_trigger: None, awaiting: Vec::new(), runs: HashMap::new() }
+        Self {
+            sync,
+            session: None,
+            last_trigger: None,
+            awaiting: Vec::new(),
+            finished: HashMap::new(),
+            runs: HashMap::new(),
+        }
     }
 
     /// Replays `events` (in stream order) into a fresh ledger. Events of
@@ -150,16 +269,64 @@ impl Ledger {
                     session.requests = session.requests.max(*request_no);
                 }
             }
-            EventKind::BulkLoaded { session_id, pieces, .. } => {
+            EventKind::BulkLoaded { session_id, pieces, op, changes, .. } => {
                 let run = self.runs.entry(e.run_id.clone()).or_default();
                 if !run.sessions.contains(session_id) {
                     run.sessions.push(session_id.clone());
                 }
                 pieces.iter().for_each(|p| run.cover(p));
+                for (change, page) in changes.iter().zip(pages_of(pieces)) {
+                    note_change(run, *op, session_id, change, page);
+                }
             }
-            EventKind::ProfilesRefused { pieces, .. } => {
+            EventKind::ProfilesRefused { pieces, refused } => {
                 let run = self.runs.entry(e.run_id.clone()).or_default();
                 pieces.iter().for_each(|p| run.cover(p));
+                for (r, page) in refused.iter().zip(pages_of(pieces)) {
+                    if page == DEACTIVATION_PAGE {
+                        continue;
+                    }
+                    if let Some(id) = r.external_id.as_deref().and_then(|id| ExternalId::parse(id).ok()) {
+                        run.note(id, page, Fate::Refused);
+                    }
+                }
+            }
+            EventKind::ProfilesUnchanged { pieces, external_ids } => {
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                pieces.iter().for_each(|p| run.cover(p));
+                for (id, page) in external_ids.iter().zip(pages_of(pieces)) {
+                    run.note(id.clone(), page, Fate::Unchanged);
+                }
+            }
+            EventKind::DeactivationsQueued { pieces, external_ids } => {
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                pieces.iter().for_each(|p| run.cover(p));
+                for (id, page) in external_ids.iter().zip(pages_of(pieces)) {
+                    run.note(id.clone(), page, Fate::DeleteQueued);
+                }
+            }
+            EventKind::RejectedInSource { external_ids } => {
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                run.rejected_in_source.extend(external_ids.iter().cloned());
+            }
+            EventKind::DeactivationsPlanned { part, parts, external_ids } => {
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                run.plan_parts = Some(*parts);
+                run.plan.insert(*part, external_ids.clone());
+            }
+            EventKind::GuardTripped { reason, .. } => {
+                self.runs.entry(e.run_id.clone()).or_default().guard_tripped = Some(reason.clone());
+            }
+            EventKind::RunStarted { options } => {
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                run.options = Some(options.clone());
+                run.full_state |= options.full_state;
+            }
+            EventKind::DeltaResync { .. } => {
+                self.runs.entry(e.run_id.clone()).or_default().full_state = true;
+            }
+            EventKind::DeltaLinkReceived { delta_link } => {
+                self.runs.entry(e.run_id.clone()).or_default().delta_link = Some(delta_link.clone());
             }
             EventKind::BatchEmpty { page_seq, part, parts, total_pages } => {
                 let run = self.runs.entry(e.run_id.clone()).or_default();
@@ -184,22 +351,46 @@ impl Ledger {
             }
             EventKind::SessionFinished { session_id, status } => {
                 self.awaiting.retain(|s| s != session_id);
+                if status.is_final() {
+                    self.finished.insert(session_id.clone(), *status);
+                }
                 if status.is_final() && self.session.as_ref().is_some_and(|s| &s.id == session_id) {
                     self.session = None;
                 }
             }
             EventKind::RunCompleted { .. } => {
-                self.runs.entry(e.run_id.clone()).or_default().completed = true;
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                run.completed = true;
+                run.forget_users();
             }
             EventKind::RunFailed { .. } => {
-                self.runs.entry(e.run_id.clone()).or_default().failed = true;
+                let run = self.runs.entry(e.run_id.clone()).or_default();
+                run.failed = true;
+                run.forget_users();
             }
-            EventKind::RunStarted { .. }
-            | EventKind::PageFetched { .. }
+            EventKind::PageFetched { .. }
             | EventKind::PageMapped { .. }
             | EventKind::CooldownWaited { .. }
-            | EventKind::Retrying { .. } => {}
+            | EventKind::Retrying { .. }
+            | EventKind::GuardOverridden { .. }
+            | EventKind::RunQueued { .. }
+            | EventKind::RunMerged { .. } => {}
         }
+    }
+
+    /// Notes what the active uploader learnt from a batch before any event
+    /// says it: the run reads the full state (the batch's options say so).
+    pub fn note_options(&mut self, run: &RunId, options: &RunOptions) {
+        let progress = self.runs.entry(run.clone()).or_default();
+        progress.full_state |= options.full_state;
+        if progress.options.is_none() {
+            progress.options = Some(options.clone());
+        }
+    }
+
+    /// The final status of `session_id`, once recorded.
+    pub fn session_status(&self, session_id: &str) -> Option<SessionStatus> {
+        self.finished.get(session_id).copied()
     }
 
     pub fn sync(&self) -> &SyncName {
@@ -285,11 +476,27 @@ impl Ledger {
     }
 }
 
+/// The page of each position the pieces cover, in order.
+fn pages_of(pieces: &[Piece]) -> impl Iterator<Item = u32> + '_ {
+    pieces.iter().flat_map(|p| std::iter::repeat_n(p.page_seq, p.to.saturating_sub(p.from) as usize))
+}
+
+fn note_change(run: &mut RunProgress, op: Op, session: &str, change: &ProfileChange, page: u32) {
+    match op {
+        Op::Delete => {
+            run.deactivated.insert(change.external_id.clone(), session.to_string());
+        }
+        Op::Upsert => {
+            let fate = Fate::Upserted { session: session.to_string(), digest: change.digest.clone() };
+            run.note(change.external_id.clone(), page, fate);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::ExternalId;
-    use crate::messages::{Op, RunOptions, SessionStatus};
+    use crate::messages::{Action, Rejected};
 
     fn sync() -> SyncName {
         SyncName::parse("demo").unwrap()
@@ -341,6 +548,7 @@ mod tests {
             profiles: 0,
             bytes: 0,
             pieces,
+            changes: vec![],
         }
     }
 
@@ -434,5 +642,45 @@ mod tests {
         ];
         let ledger = Ledger::replay(sync(), events.iter().chain(events.iter()));
         assert_eq!(ledger.open_session(), Some(&OpenSession { id: "s1".into(), requests: 1 }));
+    }
+
+    #[test]
+    fn a_run_remembers_what_became_of_each_external_id_until_it_ends() {
+        let id = |s: &str| ExternalId::parse(s).unwrap();
+        let change =
+            |s: &str| ProfileChange { external_id: id(s), action: Action::Create, changed: vec![], digest: None };
+        let mut ledger = Ledger::new(sync());
+        let upsert = EventKind::BulkLoaded {
+            session_id: "s1".into(),
+            request_no: 1,
+            op: Op::Upsert,
+            profiles: 2,
+            bytes: 0,
+            pieces: vec![piece(0, 0, 1, 2, 0, 2, None)],
+            changes: vec![change("a"), change("b")],
+        };
+        ledger.apply(&ev(0, upsert));
+        let refused = Rejected { external_id: Some("c".into()), reason: "duplicate externalId".into() };
+        ledger.apply(&ev(
+            1,
+            EventKind::ProfilesRefused { refused: vec![refused], pieces: vec![piece(1, 0, 1, 1, 0, 1, None)] },
+        ));
+        // A delta replay of "a" on a later page, asking to deactivate it: the later page wins.
+        ledger.apply(&ev(
+            2,
+            EventKind::DeactivationsQueued {
+                pieces: vec![piece(2, 0, 1, 1, 0, 1, Some(3))],
+                external_ids: vec![id("a")],
+            },
+        ));
+        let r = ledger.run(&run()).unwrap();
+        assert_eq!(r.seen(&id("a")).map(|s| (s.page, &s.fate)), Some((2, &Fate::DeleteQueued)));
+        assert!(matches!(r.seen(&id("b")).map(|s| &s.fate), Some(Fate::Upserted { session, .. }) if session == "s1"));
+        assert_eq!(r.seen(&id("c")).map(|s| &s.fate), Some(&Fate::Refused));
+        assert!(r.is_loaded());
+        ledger.apply(&ev(3, EventKind::DeactivationsPlanned { part: 0, parts: 1, external_ids: vec![id("a")] }));
+        assert_eq!(ledger.run(&run()).unwrap().deactivation_plan(), Some(vec![vec![id("a")]]));
+        ledger.apply(&ev(4, EventKind::RunCompleted { delta_link: None }));
+        assert!(ledger.run(&run()).unwrap().ids().is_empty(), "the detail goes once the run is over");
     }
 }

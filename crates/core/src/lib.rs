@@ -2,14 +2,18 @@
 //! reads except where a caller passes the time in. The other crates speak to
 //! the outside world and hand their results to these types.
 
+pub mod changes;
 pub mod config;
+pub mod history;
 pub mod ids;
 pub mod ledger;
 pub mod limits;
 pub mod mapping;
 pub mod messages;
 pub mod packing;
+pub mod reconcile;
 pub mod report;
+pub mod roster;
 pub mod validate;
 
 pub use ids::{ExternalId, IdError, RunId, SyncName};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::ids::{ExternalId, RunId, SyncName};
+use crate::roster::Digest;
 
 /// The one message schema version this build speaks.
 pub const MESSAGE_VERSION: u32 = 1;
@@ -44,7 +45,13 @@ impl std::fmt::Display for Mode {
     }
 }
 
-/// The options of a run, carried unchanged from the request through every stage.
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The options of a run, carried from the request through every stage.
+/// The flags added after version 1 are left out of the JSON when false, so
+/// messages without them read and write exactly as before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RunOptions {
     #[serde(default)]
@@ -52,6 +59,25 @@ pub struct RunOptions {
     /// Run the pipeline but send nothing to Okta.
     #[serde(default)]
     pub dry_run: bool,
+    /// Send every profile, even those unchanged since their last confirmed upload.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+    /// Let this one run deactivate more than the sync's guards allow.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_mass_deactivation: bool,
+    /// Set by the fetcher, never by a caller: this delta run reads Graph's
+    /// full state (its initial round, or a resync after an expired token), so
+    /// the uploader reconciles it like a full run.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub full_state: bool,
+}
+
+impl RunOptions {
+    /// Whether the run reads every user the source holds, so that a user it
+    /// does not return has left.
+    pub fn reads_full_state(&self) -> bool {
+        self.mode == Mode::Full || (self.mode == Mode::Delta && self.full_state)
+    }
 }
 
 /// Starts a run. Published to `xaas.requests` by `xaas enqueue`, the scheduler
@@ -71,11 +97,23 @@ pub struct SyncRequest {
     /// Given by the caller to follow the run; generated when absent.
     #[serde(default)]
     pub run_id: Option<RunId>,
+    /// Send every profile, even those unchanged since their last upload.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+    /// Override the sync's deactivation guards for this one run.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_mass_deactivation: bool,
 }
 
 impl SyncRequest {
     pub fn options(&self) -> RunOptions {
-        RunOptions { mode: self.mode, dry_run: self.dry_run }
+        RunOptions {
+            mode: self.mode,
+            dry_run: self.dry_run,
+            force: self.force,
+            allow_mass_deactivation: self.allow_mass_deactivation,
+            full_state: false,
+        }
     }
 }
 
@@ -147,6 +185,47 @@ pub struct Rejected {
     /// The record's id when it had one (Graph `id`, or the configured key).
     pub external_id: Option<String>,
     pub reason: String,
+}
+
+/// What a run does, or would do in a dry run, with one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Upserted, and not in the roster before: new to Okta (or re-enabled).
+    Create,
+    /// Upserted because its mapped profile changed since its last confirmed upload.
+    Update,
+    /// Deactivated with bulk-delete.
+    Deactivate,
+    /// Not sent: the same profile as its last confirmed upload.
+    Unchanged,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Deactivate => "deactivate",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// What the uploader sent for one profile of a bulk request, and why: the
+/// plan of a dry run, and once Okta confirms the session, the roster's update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileChange {
+    #[serde(rename = "externalId")]
+    pub external_id: ExternalId,
+    pub action: Action,
+    /// For an update: the Okta attributes that differ from the last upload
+    /// (added, changed or cleared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    /// For an upsert: the fingerprint the roster keeps once Okta confirms it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
 }
 
 /// Okta-format profiles cut from one page: part `part` of `parts`, each within
@@ -333,6 +412,72 @@ pub enum EventKind {
         profiles: u32,
         bytes: u64,
         pieces: Vec<Piece>,
+        /// One per profile, in request order: who was sent and why. Lets a
+        /// successor know which externalIds this run already loaded, and
+        /// feeds the roster once the session completes. Absent in events
+        /// written before change detection.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<ProfileChange>,
+    },
+    /// Batch positions not sent because each profile is the same as its
+    /// last confirmed upload (or, in a delta run, as a later page of the
+    /// same run already said). `external_ids` follow `pieces` in order.
+    ProfilesUnchanged {
+        pieces: Vec<Piece>,
+        external_ids: Vec<ExternalId>,
+    },
+    /// Batch positions that ask for a deactivation. They are accounted for
+    /// now and sent only once every page of the run is in and the guards
+    /// pass. `external_ids` follow `pieces` in order.
+    DeactivationsQueued {
+        pieces: Vec<Piece>,
+        external_ids: Vec<ExternalId>,
+    },
+    /// Users the source returned but the mapper rejected: a full run keeps
+    /// them as they are in Okta instead of deactivating them as gone.
+    RejectedInSource {
+        external_ids: Vec<String>,
+    },
+    /// Part of the run's deactivation list, fixed once every page was
+    /// accounted for and the guards passed; the successor of a crashed
+    /// uploader sends the rest of exactly this list.
+    DeactivationsPlanned {
+        part: u32,
+        parts: u32,
+        external_ids: Vec<ExternalId>,
+    },
+    /// A safety guard refused the run's deactivations; nothing was deactivated.
+    GuardTripped {
+        reason: String,
+        deactivations: u32,
+        roster: u32,
+    },
+    /// A guard would have tripped, and `--allow-mass-deactivation` let the
+    /// deactivations through for this run.
+    GuardOverridden {
+        reason: String,
+        deactivations: u32,
+        roster: u32,
+    },
+    /// Graph refused the stored delta token (expired or reset): the run
+    /// reads the full state again instead, and reconciles like a full run.
+    DeltaResync {
+        reason: String,
+    },
+    /// The uploader received the deltaLink a delta round ended with; kept so
+    /// that a successor can still store it in `RunCompleted`.
+    DeltaLinkReceived {
+        delta_link: String,
+    },
+    /// Another run of the same sync is in flight; this one waits for it.
+    RunQueued {
+        behind: RunId,
+        options: RunOptions,
+    },
+    /// A run with the same options was already waiting; this request is
+    /// served by it and ends here.
+    RunMerged {
+        into: RunId,
     },
     /// A batch with no profiles (its page mapped to nothing) was accounted
     /// for; recorded so a successor uploader knows the page was seen.
@@ -391,6 +536,16 @@ impl RunEvent {
             EventKind::SessionOpened { .. } => "SessionOpened",
             EventKind::BulkSending { .. } => "BulkSending",
             EventKind::BulkLoaded { .. } => "BulkLoaded",
+            EventKind::ProfilesUnchanged { .. } => "ProfilesUnchanged",
+            EventKind::DeactivationsQueued { .. } => "DeactivationsQueued",
+            EventKind::RejectedInSource { .. } => "RejectedInSource",
+            EventKind::DeactivationsPlanned { .. } => "DeactivationsPlanned",
+            EventKind::GuardTripped { .. } => "GuardTripped",
+            EventKind::GuardOverridden { .. } => "GuardOverridden",
+            EventKind::DeltaResync { .. } => "DeltaResync",
+            EventKind::DeltaLinkReceived { .. } => "DeltaLinkReceived",
+            EventKind::RunQueued { .. } => "RunQueued",
+            EventKind::RunMerged { .. } => "RunMerged",
             EventKind::BatchEmpty { .. } => "BatchEmpty",
             EventKind::ProfilesRefused { .. } => "ProfilesRefused",
             EventKind::SessionTriggered { .. } => "SessionTriggered",
@@ -496,5 +651,22 @@ mod tests {
         let f = FetchPage { v: 1, run_id: run, sync, options: RunOptions::default(), seq: 3, link: None };
         assert_eq!(f.message_id(), f.clone().message_id());
         assert_eq!(f.message_id(), "fetch:demo:r1:3");
+    }
+
+    #[test]
+    fn messages_written_before_delta_sync_read_and_write_the_same() {
+        // RunOptions without the later flags: they default to false and are
+        // left out again when written.
+        let o: RunOptions = serde_json::from_str(r#"{"mode":"full","dry_run":false}"#).unwrap();
+        assert_eq!(o, RunOptions::default());
+        assert_eq!(serde_json::to_string(&o).unwrap(), r#"{"mode":"full","dry_run":false}"#);
+        let old = r#"{"v":1,"run_id":"r1","sync":"demo","at":"2023-11-14T22:13:20Z","type":"BulkLoaded",
+            "session_id":"s1","request_no":1,"op":"upsert","profiles":1,"bytes":10,"pieces":[]}"#;
+        let e: RunEvent = serde_json::from_str(old).unwrap();
+        assert!(matches!(e.kind, EventKind::BulkLoaded { ref changes, .. } if changes.is_empty()));
+        let req: SyncRequest = serde_json::from_str(r#"{"sync":"demo","allow_mass_deactivation":true}"#).unwrap();
+        assert!(req.options().allow_mass_deactivation && !req.options().force);
+        assert!(RunOptions { mode: Mode::Delta, full_state: true, ..RunOptions::default() }.reads_full_state());
+        assert!(!RunOptions { mode: Mode::Delta, ..RunOptions::default() }.reads_full_state());
     }
 }

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ids::{RunId, SyncName};
-use crate::messages::{EventKind, Op, Rejected, RunEvent, RunOptions, SessionStatus};
+use crate::ids::{ExternalId, RunId, SyncName};
+use crate::ledger::DEACTIVATION_PAGE;
+use crate::messages::{Action, EventKind, Op, Piece, Rejected, RunEvent, RunOptions, SessionStatus};
 
 /// Where a run stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,7 +19,92 @@ use crate::messages::{EventKind, Op, Rejected, RunEvent, RunOptions, SessionStat
 pub enum RunState {
     Running,
     Completed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
+    /// Another waiting run with the same options serves this request.
+    Merged {
+        into: RunId,
+    },
+}
+
+impl RunState {
+    /// Nothing more will happen to the run.
+    pub fn is_over(&self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+/// One user in a run's plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanEntry {
+    #[serde(rename = "externalId")]
+    pub external_id: ExternalId,
+    pub action: Action,
+    /// For an update: the Okta attributes that changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+}
+
+/// What a run does (a dry run: would do) with each user it met: the dry
+/// run's deliverable, and `xaas status RUN --plan` for any run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub create: u32,
+    pub update: u32,
+    pub deactivate: u32,
+    pub unchanged: u32,
+    /// Sorted by action (create, update, deactivate, unchanged), then externalId.
+    pub users: Vec<PlanEntry>,
+}
+
+impl Plan {
+    /// Folds a run's plan from its events: the upserts and deactivations of
+    /// its bulk requests (real or dry), and the users it left unchanged. A
+    /// user met several times (a delta replay) counts once, as its last.
+    pub fn from_events<'a>(run_id: &RunId, events: impl IntoIterator<Item = &'a RunEvent>) -> Self {
+        // externalId -> (page, entry); deactivations rank after every page.
+        let mut last: BTreeMap<ExternalId, (u32, PlanEntry)> = BTreeMap::new();
+        let mut put = |id: &ExternalId, page: u32, action: Action, changed: Vec<String>| {
+            if last.get(id).is_some_and(|(p, _)| *p > page) {
+                return;
+            }
+            last.insert(id.clone(), (page, PlanEntry { external_id: id.clone(), action, changed }));
+        };
+        for e in events.into_iter().filter(|e| &e.run_id == run_id) {
+            match &e.kind {
+                EventKind::BulkLoaded { pieces, changes, .. } => {
+                    for (c, page) in changes.iter().zip(pages(pieces)) {
+                        let page = if c.action == Action::Deactivate { DEACTIVATION_PAGE } else { page };
+                        put(&c.external_id, page, c.action, c.changed.clone());
+                    }
+                }
+                EventKind::ProfilesUnchanged { pieces, external_ids } => {
+                    for (id, page) in external_ids.iter().zip(pages(pieces)) {
+                        put(id, page, Action::Unchanged, Vec::new());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut plan = Plan::default();
+        let mut users: Vec<PlanEntry> = last.into_values().map(|(_, entry)| entry).collect();
+        users.sort_by(|a, b| (a.action, &a.external_id).cmp(&(b.action, &b.external_id)));
+        for u in &users {
+            match u.action {
+                Action::Create => plan.create += 1,
+                Action::Update => plan.update += 1,
+                Action::Deactivate => plan.deactivate += 1,
+                Action::Unchanged => plan.unchanged += 1,
+            }
+        }
+        plan.users = users;
+        plan
+    }
+}
+
+fn pages(pieces: &[Piece]) -> impl Iterator<Item = u32> + '_ {
+    pieces.iter().flat_map(|p| std::iter::repeat_n(p.page_seq, p.to.saturating_sub(p.from) as usize))
 }
 
 /// One session the run used.
@@ -54,6 +140,25 @@ pub struct RunReport {
     pub cooldown_seconds: f64,
     pub retries: u32,
     pub delta_link: Option<String>,
+    /// Users not sent because their profile is unchanged since its last upload.
+    pub unchanged: u32,
+    /// Why the run re-read the full state instead of the changes (an
+    /// expired or refused delta token), when it did.
+    pub full_resync: Option<String>,
+    /// The guard that refused the run's deactivations, with the numbers.
+    pub guard_tripped: Option<String>,
+    /// `--allow-mass-deactivation` was given for this run.
+    pub mass_deactivation_allowed: bool,
+    /// The guard the override let this run past, when one would have tripped.
+    pub guard_overridden: Option<String>,
+    /// The run waited for this one, of the same sync, to end first.
+    pub queued_behind: Option<RunId>,
+    /// This request was served by that waiting run.
+    pub merged_into: Option<RunId>,
+    /// A dry run's plan, in the final report (`with_plan`; for any run:
+    /// `Plan::from_events`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
 }
 
 impl RunReport {
@@ -64,6 +169,15 @@ impl RunReport {
             fold.apply(e);
         }
         fold.finish(run_id.clone())
+    }
+
+    /// The report with, for a dry run, its plan (heavier: one entry per user).
+    pub fn with_plan<'a>(run_id: &RunId, events: impl IntoIterator<Item = &'a RunEvent> + Clone) -> Option<Self> {
+        let mut report = Self::from_events(run_id, events.clone())?;
+        if report.options.as_ref().is_some_and(|o| o.dry_run) {
+            report.plan = Some(Plan::from_events(run_id, events));
+        }
+        Some(report)
     }
 
     pub fn duration(&self) -> Option<time::Duration> {
@@ -94,6 +208,12 @@ struct Fold {
     retries: u32,
     delta_link: Option<String>,
     empty_pages: BTreeSet<u32>,
+    unchanged: u32,
+    full_resync: Option<String>,
+    guard_tripped: Option<String>,
+    guard_overridden: Option<String>,
+    queued_behind: Option<RunId>,
+    merged_into: Option<RunId>,
 }
 
 impl Fold {
@@ -103,6 +223,24 @@ impl Fold {
             EventKind::RunStarted { options } => {
                 self.options = Some(options.clone());
                 self.started = Some(self.started.map_or(e.at, |t| t.min(e.at)));
+            }
+            EventKind::ProfilesUnchanged { external_ids, .. } => self.unchanged += external_ids.len() as u32,
+            EventKind::DeactivationsQueued { .. }
+            | EventKind::RejectedInSource { .. }
+            | EventKind::DeactivationsPlanned { .. }
+            | EventKind::DeltaLinkReceived { .. } => {}
+            EventKind::GuardTripped { reason, .. } => self.guard_tripped = Some(reason.clone()),
+            EventKind::GuardOverridden { reason, .. } => self.guard_overridden = Some(reason.clone()),
+            EventKind::DeltaResync { reason } => self.full_resync = Some(reason.clone()),
+            EventKind::RunQueued { behind, .. } => {
+                self.queued_behind = Some(behind.clone());
+                self.started = self.started.or(Some(e.at));
+            }
+            EventKind::RunMerged { into } => {
+                self.merged_into = Some(into.clone());
+                self.started = self.started.or(Some(e.at));
+                self.finished = Some(e.at);
+                self.state = Some(RunState::Merged { into: into.clone() });
             }
             EventKind::PageFetched { seq, users, removed, last } => {
                 self.fetched.insert(*seq, (*users, *removed));
@@ -158,6 +296,7 @@ impl Fold {
 
     fn finish(self, run_id: RunId) -> Option<RunReport> {
         let sync = self.sync?;
+        let mass_deactivation_allowed = self.options.as_ref().is_some_and(|o| o.allow_mass_deactivation);
         let count = |op: Op| self.loaded.values().filter(|(o, _)| *o == op).map(|(_, n)| n).sum();
         let sessions = self
             .session_order
@@ -193,6 +332,14 @@ impl Fold {
             cooldown_seconds: self.cooldown,
             retries: self.retries,
             delta_link: self.delta_link,
+            unchanged: self.unchanged,
+            full_resync: self.full_resync,
+            guard_tripped: self.guard_tripped,
+            mass_deactivation_allowed,
+            guard_overridden: self.guard_overridden,
+            queued_behind: self.queued_behind,
+            merged_into: self.merged_into,
+            plan: None,
         })
     }
 }
@@ -219,6 +366,7 @@ mod tests {
             profiles,
             bytes: 0,
             pieces: vec![],
+            changes: vec![],
         };
         let rejected = Rejected { external_id: Some("x".into()), reason: "missing mail".into() };
         let events = vec![
