@@ -79,6 +79,8 @@ pub async fn run(config_path: &Path, args: DemoArgs) -> Result<(), Failure> {
         sync,
         mode: Mode::Full,
         dry_run: false,
+        force: false,
+        allow_mass_deactivation: false,
         run_id: None,
         wait: true,
         timeout: Some(Duration::from_secs(30 * 60)),

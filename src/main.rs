@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use xaas_core::{Mode, RunId, SyncName};
 use xaas_workers::commands::{self, CommandError, EnqueueArgs, ParkedCommand};
+use xaas_workers::deps::Clients;
 use xaas_workers::telemetry::{self, LogFormat};
 use xaas_workers::{Deps, Role, StartupError, app};
 
@@ -46,9 +47,15 @@ enum Command {
         sync: SyncName,
         #[arg(long, value_enum, default_value_t = ModeArg::Full)]
         mode: ModeArg,
-        /// Run the pipeline but send nothing to Okta.
+        /// Run the pipeline but send nothing to Okta; the report holds the plan.
         #[arg(long)]
         dry_run: bool,
+        /// Send every profile, even those unchanged since their last upload.
+        #[arg(long)]
+        force: bool,
+        /// Let this one run deactivate more than the sync's guards allow.
+        #[arg(long)]
+        allow_mass_deactivation: bool,
         /// Follow the run and print its report.
         #[arg(long)]
         wait: bool,
@@ -64,6 +71,9 @@ enum Command {
     /// Recent runs, or one run's report, read back from the events stream.
     Status {
         run: Option<RunId>,
+        /// With RUN: what the run did (a dry run: would do) with each user.
+        #[arg(long, requires = "run")]
+        plan: bool,
         #[arg(long)]
         json: bool,
     },
@@ -124,14 +134,23 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Startup(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
         Err(Failure::Command(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error as one line: supervisors and log collectors show a failed
+/// start by its first line, and some errors (TOML's, with their source
+/// snippet) span several. Lines that only draw the snippet's frame go.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let drawing = |l: &str| l.chars().all(|c| c.is_whitespace() || matches!(c, '|' | '^' | '-' | '~'));
+    text.lines().map(str::trim).filter(|l| !drawing(l)).collect::<Vec<_>>().join("; ")
 }
 
 enum Failure {
@@ -164,9 +183,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => demo::run(&cli.config, args).await,
         Command::Worker { role, health_listen } => {
             let config = app::load_config(&cli.config)?;
+            // Every setting is checked before the broker is contacted.
+            let clients = Clients::build(&config)?;
             let name = format!("{role:?}@{}", hostname()).to_lowercase();
             let broker = app::connect(&config, &name).await?;
-            let deps = Deps::build(config, broker.clone())?;
+            let deps = Deps::new(config, broker.clone(), clients);
             if let Some(addr) = health_listen {
                 let bound = telemetry::serve_health(addr, broker.clone(), telemetry::install_metrics())
                     .await
@@ -181,20 +202,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             tracing::info!("worker stopped");
             Ok(result?)
         }
-        Command::Enqueue { sync, mode, dry_run, wait, run_id, timeout, json } => {
+        Command::Enqueue { sync, mode, dry_run, force, allow_mass_deactivation, wait, run_id, timeout, json } => {
             let config = app::load_config(&cli.config)?;
             config.sync(&sync).map_err(StartupError::Config)?;
             let broker = app::connect(&config, "enqueue").await?;
-            let args = EnqueueArgs { sync, mode: mode.into(), dry_run, run_id, wait, timeout, json };
+            let args = EnqueueArgs {
+                sync,
+                mode: mode.into(),
+                dry_run,
+                force,
+                allow_mass_deactivation,
+                run_id,
+                wait,
+                timeout,
+                json,
+            };
             let result = commands::enqueue(&broker, args).await;
             broker.close().await;
             result?;
             Ok(())
         }
-        Command::Status { run, json } => {
+        Command::Status { run, plan, json } => {
             let config = app::load_config(&cli.config)?;
             let broker = app::connect(&config, "status").await?;
-            let result = commands::status(&broker, run, json).await;
+            let result = commands::status(&broker, run, plan, json).await;
             broker.close().await;
             Ok(result?)
         }

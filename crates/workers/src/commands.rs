@@ -7,10 +7,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
 use xaas_broker::{Broker, ParkedMessage, Replay, StreamOffset};
-use xaas_core::report::{RunReport, RunState};
+use xaas_core::report::{Plan, RunReport, RunState};
 use xaas_core::{EventKind, Mode, RunEvent, RunId, SyncName, SyncRequest};
 
-use crate::render::report_text;
+use crate::render::{plan_text, report_text};
 
 /// How `xaas enqueue` was asked to start a run.
 #[derive(Debug, Clone)]
@@ -18,6 +18,10 @@ pub struct EnqueueArgs {
     pub sync: SyncName,
     pub mode: Mode,
     pub dry_run: bool,
+    /// Send every profile, even unchanged ones.
+    pub force: bool,
+    /// Let this one run past the deactivation guards.
+    pub allow_mass_deactivation: bool,
     pub run_id: Option<RunId>,
     pub wait: bool,
     /// Give up waiting after this long (the run goes on).
@@ -53,6 +57,8 @@ pub async fn enqueue(broker: &Broker, args: EnqueueArgs) -> Result<Option<RunRep
         mode: args.mode,
         dry_run: args.dry_run,
         run_id: Some(run_id.clone()),
+        force: args.force,
+        allow_mass_deactivation: args.allow_mass_deactivation,
     };
     broker.publish(&broker.names().requests(), &request).await?;
     println!("{run_id}");
@@ -61,6 +67,8 @@ pub async fn enqueue(broker: &Broker, args: EnqueueArgs) -> Result<Option<RunRep
 
     let bar = progress_bar();
     let mut events: Vec<RunEvent> = Vec::new();
+    // A request merged into a waiting run is served by that run: follow it.
+    let mut following = run_id.clone();
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         let next = match deadline {
@@ -78,12 +86,19 @@ pub async fn enqueue(broker: &Broker, args: EnqueueArgs) -> Result<Option<RunRep
             Some(Err(e)) => return Err(e.into()),
             None => return Err(CommandError::Usage("the events stream ended unexpectedly".into())),
         };
-        if event.run_id != run_id {
-            continue;
+        // Every event is kept: a run this one is merged into may have
+        // started before the merge was recorded.
+        let done = event.run_id == following
+            && matches!(event.kind, EventKind::RunCompleted { .. } | EventKind::RunFailed { .. });
+        if let EventKind::RunMerged { into } = &event.kind
+            && event.run_id == run_id
+        {
+            bar.println(format!("run {run_id} is merged into the waiting run {into}; following it"));
+            following = into.clone();
         }
-        let done = matches!(event.kind, EventKind::RunCompleted { .. } | EventKind::RunFailed { .. });
+        let ours = event.run_id == following;
         events.push(event);
-        if let Some(report) = RunReport::from_events(&run_id, &events) {
+        if ours && let Some(report) = RunReport::from_events(&following, &events) {
             update_bar(&bar, &report);
         }
         if done {
@@ -91,12 +106,16 @@ pub async fn enqueue(broker: &Broker, args: EnqueueArgs) -> Result<Option<RunRep
         }
     }
     bar.finish_and_clear();
+    if following != run_id {
+        // Its own report says "merged into"; the outcome is the other run's.
+        eprintln!("run {run_id} was merged into run {following}; this is the report of {following}");
+    }
     // `events` holds at least the run's final event, so there is a report.
-    let report = RunReport::from_events(&run_id, &events)
-        .ok_or_else(|| CommandError::Usage(format!("no events of run {run_id}")))?;
+    let report = RunReport::with_plan(&following, &events)
+        .ok_or_else(|| CommandError::Usage(format!("no events of run {following}")))?;
     print_report(&report, args.json);
     match &report.state {
-        RunState::Failed { reason } => Err(CommandError::RunFailed { run: run_id, reason: reason.clone() }),
+        RunState::Failed { reason } => Err(CommandError::RunFailed { run: following, reason: reason.clone() }),
         _ => Ok(Some(report)),
     }
 }
@@ -135,16 +154,34 @@ fn print_report(report: &RunReport, json: bool) {
     }
 }
 
-/// `xaas status [RUN]`: one run's report, or the recent runs, read back
-/// from the events stream.
-pub async fn status(broker: &Broker, run: Option<RunId>, json: bool) -> Result<(), CommandError> {
+/// `xaas status [RUN] [--plan]`: one run's report (or its plan: what it did,
+/// or would do, with each user), or the recent runs, read back from the
+/// events stream.
+pub async fn status(broker: &Broker, run: Option<RunId>, plan: bool, json: bool) -> Result<(), CommandError> {
     broker.declare().await?;
     let events = broker.read_all_events(Duration::from_millis(500)).await?;
     match run {
+        Some(run) if plan => {
+            if !events.iter().any(|e| e.run_id == run) {
+                return Err(CommandError::Usage(format!("no events of run {run} in the events stream")));
+            }
+            let plan = Plan::from_events(&run, &events);
+            if json {
+                match serde_json::to_string_pretty(&plan) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => eprintln!("could not encode the plan: {e}"),
+                }
+            } else {
+                print!("{}", plan_text(&run, &plan));
+            }
+        }
         Some(run) => {
-            let report = RunReport::from_events(&run, &events)
+            let report = RunReport::with_plan(&run, &events)
                 .ok_or_else(|| CommandError::Usage(format!("no events of run {run} in the events stream")))?;
             print_report(&report, json);
+        }
+        None if plan => {
+            return Err(CommandError::Usage("--plan needs a run: xaas status RUN --plan".into()));
         }
         None => {
             let mut order: Vec<RunId> = Vec::new();
@@ -165,6 +202,7 @@ pub async fn status(broker: &Broker, run: Option<RunId>, json: bool) -> Result<(
                         RunState::Running => "running".to_string(),
                         RunState::Completed => "completed".to_string(),
                         RunState::Failed { reason } => format!("failed: {reason}"),
+                        RunState::Merged { into } => format!("merged into {into}"),
                     };
                     let started = r.started_at.map(|t| t.to_string()).unwrap_or_default();
                     println!(

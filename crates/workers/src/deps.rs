@@ -29,14 +29,31 @@ pub struct Deps {
     syncs: Arc<BTreeMap<SyncName, SyncClients>>,
 }
 
-impl Deps {
+/// The clients of every configured sync, built before the broker is
+/// connected: a bad URL or key then stops start-up with its setting named
+/// before anything else happens.
+pub struct Clients(BTreeMap<SyncName, SyncClients>);
+
+impl Clients {
     /// Builds a client pair for every configured sync. Nothing is sent yet.
-    pub fn build(config: Config, broker: Broker) -> Result<Self, StartupError> {
+    pub fn build(config: &Config) -> Result<Self, StartupError> {
         let mut syncs = BTreeMap::new();
         for sync in config.syncs() {
             syncs.insert(sync.name.clone(), SyncClients::build(sync)?);
         }
-        Ok(Self { broker, config: Arc::new(config), syncs: Arc::new(syncs) })
+        Ok(Self(syncs))
+    }
+}
+
+impl Deps {
+    /// Builds a client pair for every configured sync. Nothing is sent yet.
+    pub fn build(config: Config, broker: Broker) -> Result<Self, StartupError> {
+        let clients = Clients::build(&config)?;
+        Ok(Self::new(config, broker, clients))
+    }
+
+    pub fn new(config: Config, broker: Broker, clients: Clients) -> Self {
+        Self { broker, config: Arc::new(config), syncs: Arc::new(clients.0) }
     }
 
     /// The clients of `name`, or `None` when no such sync is configured.

@@ -3,15 +3,22 @@
 //! workflow's "flow calls itself with the nextLink", made durable. A killed
 //! fetcher loses nothing: the unacked `FetchPage` comes back and the page is
 //! read again (same link, same page; the duplicate is recognised downstream).
+//!
+//! A delta run starts from the deltaLink its sync's last completed run left
+//! (`admission`). When Graph refuses that token (expired after 7 days, or
+//! reset), the run does not fail: it records `DeltaResync` and reads Graph's
+//! full state from the same page on, then reconciles like a full run.
 
 use xaas_broker::Outcome;
 use xaas_core::{EventKind, FetchPage, Mode, Page, RunId, SyncRequest};
+use xaas_graph::GraphError;
 
 use crate::deps::Deps;
 use crate::events::emit;
 use crate::stage::{self, Ctx};
 
-/// Starts a run: records `RunStarted` and asks for the first page.
+/// Starts a run: once no other run of its sync is in flight, records
+/// `RunStarted` and asks for the first page (see `admission`).
 pub async fn handle_request(deps: &Deps, req: SyncRequest, ctx: &Ctx) -> Outcome {
     let run_id = req.run_id.clone().unwrap_or_else(|| run_id_for(ctx));
     if deps.sync(&req.sync).is_none() {
@@ -19,23 +26,7 @@ pub async fn handle_request(deps: &Deps, req: SyncRequest, ctx: &Ctx) -> Outcome
         let error = format!("no sync named {:?} is configured (configured: {})", req.sync.as_str(), known.join(", "));
         return stage::fail(deps, &run_id, &req.sync, "fetcher", error).await;
     }
-    let first = FetchPage {
-        v: xaas_core::MESSAGE_VERSION,
-        run_id: run_id.clone(),
-        sync: req.sync.clone(),
-        options: req.options(),
-        seq: 0,
-        link: None,
-    };
-    let started = emit(&deps.broker, &run_id, &req.sync, EventKind::RunStarted { options: req.options() }).await;
-    let published = match started {
-        Ok(_) => deps.broker.publish(&deps.broker.names().fetch(), &first).await,
-        Err(e) => Err(e),
-    };
-    match published {
-        Ok(()) => Outcome::Ack,
-        Err(e) => Outcome::Retry { error: e.to_string() },
-    }
+    crate::admission::start(deps, req, run_id).await
 }
 
 /// A request without a run id gets one derived from its message id, so a
@@ -68,6 +59,9 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
     };
     let page = match result {
         Ok(page) => page,
+        Err(e @ GraphError::DeltaExpired { .. }) if mode == Mode::Delta && !msg.options.full_state => {
+            return resync(deps, &msg, &e).await;
+        }
         Err(e) if e.is_retryable() => {
             let error = format!("reading Graph page {}: {e}", msg.seq);
             return stage::retry(deps, ctx, &msg.run_id, &msg.sync, "fetcher", error).await;
@@ -95,6 +89,7 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
     let names = deps.broker.names();
     let publish = async {
         deps.broker.publish(&names.pages(), &out).await?;
+        crate::failpoint::hit("fetcher.after_page_published");
         if let Some(next) = &next {
             deps.broker.publish(&names.fetch(), next).await?;
         }
@@ -105,6 +100,25 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
             metrics::counter!("xaas_pages_fetched_total").increment(1);
             Outcome::Ack
         }
+        Err(e) => Outcome::Retry { error: e.to_string() },
+    }
+}
+
+/// Graph refused the delta token: record why, and read the full state from
+/// this page on. Pages already read stay valid (they are changes that
+/// happened); the full state that follows makes the run complete.
+async fn resync(deps: &Deps, msg: &FetchPage, error: &GraphError) -> Outcome {
+    let reason = format!("Graph refused the stored delta token ({error}); the run reads the full state instead");
+    tracing::warn!(sync = %msg.sync, run_id = %msg.run_id, %reason, "full resync");
+    let mut options = msg.options.clone();
+    options.full_state = true;
+    let restart = FetchPage { options, link: None, ..msg.clone() };
+    let done = async {
+        emit(&deps.broker, &msg.run_id, &msg.sync, EventKind::DeltaResync { reason }).await?;
+        deps.broker.publish(&deps.broker.names().fetch(), &restart).await
+    };
+    match done.await {
+        Ok(()) => Outcome::Ack,
         Err(e) => Outcome::Retry { error: e.to_string() },
     }
 }

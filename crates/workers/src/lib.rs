@@ -3,15 +3,18 @@
 //! `on_delivery`), plus the runtime that wires them to RabbitMQ and the
 //! commands an operator runs.
 
+pub mod admission;
 pub mod app;
 pub mod commands;
 pub mod deps;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod fetcher;
 pub mod mapper;
 pub mod render;
 pub mod runtime;
+pub mod scheduler;
 pub mod stage;
 pub mod telemetry;
 pub mod uploader;

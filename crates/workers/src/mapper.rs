@@ -114,6 +114,7 @@ pub async fn handle(deps: &Deps, page: Page, ctx: &Ctx) -> Outcome {
     let publish = async {
         for batch in &mapped.batches {
             deps.broker.publish(&queue, batch).await?;
+            crate::failpoint::hit("mapper.after_batch_published");
         }
         let kind = EventKind::PageMapped {
             seq: page.seq,

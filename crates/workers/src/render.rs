@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use xaas_core::report::{RunReport, RunState};
+use xaas_core::RunId;
+use xaas_core::report::{Plan, RunReport, RunState};
 
 /// The report as plain text, one fact per line.
 pub fn report_text(r: &RunReport) -> String {
@@ -14,6 +15,7 @@ pub fn report_text(r: &RunReport) -> String {
         RunState::Running => "RUNNING".to_string(),
         RunState::Completed => "COMPLETED".to_string(),
         RunState::Failed { reason } => format!("FAILED: {reason}"),
+        RunState::Merged { into } => format!("MERGED into run {into}, which serves this request"),
     };
     let _ = writeln!(out, "Run {} of sync {:?}, mode {mode}{dry}: {state}", r.run_id, r.sync.as_str());
     let pages = match r.total_pages {
@@ -27,6 +29,7 @@ pub fn report_text(r: &RunReport) -> String {
         ("Filtered out", r.filtered_out.to_string()),
         ("Rejected", r.rejected.len().to_string()),
         ("Refused by Okta", r.refused_by_okta.len().to_string()),
+        ("Unchanged", r.unchanged.to_string()),
         ("Upserted", r.upserted.to_string()),
         ("Deactivated", r.deactivated.to_string()),
         ("Bulk requests", r.bulk_requests.to_string()),
@@ -38,6 +41,26 @@ pub fn report_text(r: &RunReport) -> String {
     for (k, v) in lines {
         let _ = writeln!(out, "  {k:<18} {v}");
     }
+    let notes = [
+        ("Queued behind run", r.queued_behind.as_ref().map(ToString::to_string)),
+        ("Merged into run", r.merged_into.as_ref().map(ToString::to_string)),
+        ("Full resync", r.full_resync.clone()),
+        ("Guard tripped", r.guard_tripped.clone()),
+        ("Override", r.mass_deactivation_allowed.then(|| "--allow-mass-deactivation was given".to_string())),
+        ("Guard overridden", r.guard_overridden.clone()),
+    ];
+    for (k, v) in notes {
+        if let Some(v) = v {
+            let _ = writeln!(out, "  {k:<18} {v}");
+        }
+    }
+    if let Some(plan) = &r.plan {
+        let _ = writeln!(
+            out,
+            "  Plan               {} create, {} update, {} deactivate, {} unchanged (xaas status {} --plan)",
+            plan.create, plan.update, plan.deactivate, plan.unchanged, r.run_id
+        );
+    }
     for s in &r.sessions {
         let status = s.status.map(|st| st.as_str().to_string()).unwrap_or_else(|| "pending".into());
         let _ = writeln!(out, "  Session {}: {} requests, {} profiles, {status}", s.id, s.requests, s.profiles);
@@ -46,6 +69,24 @@ pub fn report_text(r: &RunReport) -> String {
         for rej in list {
             let who = rej.external_id.as_deref().unwrap_or("(no id)");
             let _ = writeln!(out, "  {title}: {who}: {}", rej.reason);
+        }
+    }
+    out
+}
+
+/// A run's plan, one user a line: changes first, unchanged users last.
+pub fn plan_text(run: &RunId, p: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Plan of run {run}: {} create, {} update, {} deactivate, {} unchanged",
+        p.create, p.update, p.deactivate, p.unchanged
+    );
+    for u in &p.users {
+        if u.changed.is_empty() {
+            let _ = writeln!(out, "  {:<10} {}", u.action.as_str(), u.external_id);
+        } else {
+            let _ = writeln!(out, "  {:<10} {}  ({})", u.action.as_str(), u.external_id, u.changed.join(", "));
         }
     }
     out

@@ -22,11 +22,14 @@ pub enum Role {
     Uploader,
     /// The three stages in one process: the newcomer's and the demo's setup.
     All,
+    /// Starts each sync's runs on its cron `schedule` (not part of `all`:
+    /// run one per deployment).
+    Scheduler,
 }
 
 impl Role {
     fn runs(self, stage: Role) -> bool {
-        self == Role::All || self == stage
+        (self == Role::All && stage != Role::Scheduler) || self == stage
     }
 }
 
@@ -43,6 +46,11 @@ pub async fn run(deps: Deps, role: Role, shutdown: CancellationToken) -> Result<
     }
     let names = deps.broker.names().clone();
     let mut tasks = JoinSet::new();
+    if role == Role::Scheduler {
+        // A bad schedule stops the worker at start, naming the setting.
+        crate::scheduler::schedules(&deps)?;
+        tasks.spawn(crate::scheduler::run(deps.clone(), shutdown.clone()));
+    }
     if role.runs(Role::Fetcher) {
         stage(&mut tasks, &deps, names.requests(), &shutdown, |d, req: SyncRequest, ctx| async move {
             fetcher::handle_request(&d, req, &ctx).await

@@ -24,7 +24,27 @@ impl Ctx {
 
 /// Decodes a delivery for a handler, or says why it must be parked.
 pub fn decode<T: serde::de::DeserializeOwned>(incoming: &Incoming) -> Result<T, Outcome> {
+    panic_hook(incoming.message_id().as_deref());
     incoming.decode().map_err(|e| Outcome::Park { reason: "undecodable".into(), error: e.to_string() })
+}
+
+/// The environment variable of the test hook below.
+pub const PANIC_ON_VAR: &str = "XAAS_PANIC_ON";
+
+/// TEST HOOK, not a feature: with `XAAS_PANIC_ON=<text>` set, the stateless
+/// stages panic on every delivery whose message id contains `<text>`. It
+/// exists so the fault suite can prove, against the real binary, that a
+/// message which crashes its handler every time is parked by the queue's
+/// delivery limit instead of looping. Read once; unset (the default) it costs
+/// one branch per delivery and changes nothing.
+fn panic_hook(message_id: Option<&str>) {
+    static PANIC_ON: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| std::env::var(PANIC_ON_VAR).ok().filter(|s| !s.is_empty()));
+    if let (Some(needle), Some(id)) = (PANIC_ON.as_deref(), message_id)
+        && id.contains(needle)
+    {
+        panic!("{PANIC_ON_VAR} test hook: message {id} makes this handler panic");
+    }
 }
 
 /// A failure worth retrying: recorded as `Retrying`, and as `RunFailed` when

@@ -11,8 +11,16 @@
 //! - records each step as a `RunEvent`, confirmed before the batch is acked:
 //!   `BulkSending` before a request (so a crash errs towards an early
 //!   rollover, never a 51st request), `BulkLoaded` after Okta's 202;
+//! - skips profiles unchanged since their last confirmed upload (the
+//!   roster, see `xaas_core::roster`) and refuses a second user with an
+//!   externalId the run already had (`xaas_core::changes`);
+//! - holds every deactivation back until the run is fully loaded; then
+//!   decides them against the roster and the guards (`xaas_core::reconcile`),
+//!   records the list and sends it through the same packing and session
+//!   rules as everything else;
 //! - once a run is fully loaded, queues a `FinishRun` for itself, then
-//!   triggers, follows each session to its end and reports.
+//!   deactivates, triggers, follows each session to its end, saves what Okta
+//!   confirmed to the roster and reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -22,17 +30,23 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use xaas_broker::{BrokerError, Delivery, Incoming};
-use xaas_core::ledger::Ledger;
+use xaas_core::changes::{Queued, sort_batch};
+use xaas_core::ledger::{DEACTIVATION_PAGE, Fate, Ledger};
 use xaas_core::limits::Limits;
 use xaas_core::packing::{Packed, Packer, PieceMeta, bulk_body_len};
+use xaas_core::reconcile::{self, Guards};
+use xaas_core::roster::{Roster, RosterEntry};
 use xaas_core::{
-    Batch, EventKind, FinishRun, OktaProfile, Op, Piece, Rejected, RunId, RunOptions, SessionStatus, SyncName,
-    UploaderMessage,
+    Action, Batch, EventKind, ExternalId, FinishRun, Mode, OktaProfile, Op, Piece, ProfileChange, Rejected, RunId,
+    RunOptions, SessionStatus, SyncName, UploaderMessage,
 };
 use xaas_okta::{OktaClient, OktaError};
 
 use crate::deps::Deps;
 use crate::events::emit;
+
+/// externalIds per `DeactivationsPlanned` event (about 80 KB).
+const DEACTIVATIONS_PER_EVENT: usize = 2_000;
 
 /// Deliveries the uploader may hold unacked. A partial request holds at most
 /// `profiles_per_request - 1` profiles, so this bounds nothing in practice
@@ -69,6 +83,10 @@ struct RunBuffer {
     delta_link: Option<String>,
     finish_queued: bool,
     dry_run_requests: u32,
+    /// Why each queued position is sent, by (page, part, position).
+    pending: HashMap<(u32, u32, u32), ProfileChange>,
+    /// externalIds queued in the packer and not loaded yet.
+    queued: HashMap<ExternalId, Queued>,
 }
 
 impl RunBuffer {
@@ -82,10 +100,43 @@ impl RunBuffer {
             delta_link: None,
             finish_queued: false,
             dry_run_requests: 0,
+            pending: HashMap::new(),
+            queued: HashMap::new(),
         }
     }
 
+    /// Queues profiles for bulk requests, remembering why each is sent.
+    fn enqueue(&mut self, op: Op, meta: PieceMeta, items: Vec<(u32, OktaProfile, ProfileChange)>) {
+        let mut profiles = Vec::with_capacity(items.len());
+        for (index, profile, change) in items {
+            let digest = change.digest.clone();
+            self.queued.insert(change.external_id.clone(), Queued { page: meta.page_seq, digest });
+            self.pending.insert((meta.page_seq, meta.part, index), change);
+            profiles.push((index, profile));
+        }
+        self.packer.push(op, meta, profiles);
+    }
+
+    /// Why each profile of `p` is sent, in order; forgets them as queued.
+    fn take_changes(&mut self, p: &Packed) -> Vec<ProfileChange> {
+        let mut out = Vec::with_capacity(p.profiles.len());
+        for (profile, pos) in explode(p) {
+            let change = self.pending.remove(&(pos.page_seq, pos.part, pos.from));
+            if self.queued.get(&profile.external_id).is_some_and(|q| q.page == pos.page_seq) {
+                self.queued.remove(&profile.external_id);
+            }
+            out.push(change.unwrap_or_else(|| ProfileChange {
+                external_id: profile.external_id.clone(),
+                action: if p.op == Op::Delete { Action::Deactivate } else { Action::Create },
+                changed: Vec::new(),
+                digest: None,
+            }));
+        }
+        out
+    }
+
     fn note(&mut self, b: &Batch) {
+        self.options.full_state |= b.options.full_state;
         let entry = self.seen.entry(b.page_seq).or_insert_with(|| (b.parts, BTreeSet::new()));
         entry.0 = b.parts;
         entry.1.insert(b.part);
@@ -97,8 +148,9 @@ impl RunBuffer {
         }
     }
 
-    fn holds(&self, b: &Batch) -> bool {
-        self.held.iter().any(|h| h.batch.page_seq == b.page_seq && h.batch.part == b.part)
+    /// The held copy of `b`, if this uploader already holds one.
+    fn held_copy(&mut self, b: &Batch) -> Option<&mut Held> {
+        self.held.iter_mut().find(|h| h.batch.page_seq == b.page_seq && h.batch.part == b.part)
     }
 }
 
@@ -108,16 +160,18 @@ pub struct Uploader {
     sync: SyncName,
     okta: OktaClient,
     limits: Limits,
+    guards: Guards,
     shutdown: CancellationToken,
     ledger: Option<Ledger>,
+    roster: Option<Roster>,
     runs: HashMap<RunId, RunBuffer>,
 }
 
 impl Uploader {
     pub fn new(deps: Deps, sync: SyncName, shutdown: CancellationToken) -> Result<Self, Stop> {
         let clients = deps.sync(&sync).ok_or_else(|| Stop::Fatal(format!("no sync named {sync} is configured")))?;
-        let (okta, limits) = (clients.okta.clone(), clients.config.limits);
-        Ok(Self { deps, sync, okta, limits, shutdown, ledger: None, runs: HashMap::new() })
+        let (okta, limits, guards) = (clients.okta.clone(), clients.config.limits, clients.config.guards);
+        Ok(Self { deps, sync, okta, limits, guards, shutdown, ledger: None, roster: None, runs: HashMap::new() })
     }
 
     /// Consumes the sync's batches queue until shutdown. Returns an error
@@ -154,6 +208,12 @@ impl Uploader {
     pub async fn on_delivery(&mut self, incoming: Incoming) -> Result<(), Stop> {
         if self.ledger.is_none() {
             self.ledger = Some(self.rebuild().await?);
+        }
+        if self.roster.is_none() {
+            let records = self.deps.broker.read_roster(&self.sync, Duration::from_millis(500)).await?;
+            let roster = Roster::replay(self.sync.clone(), &records);
+            tracing::info!(sync = %self.sync, records = records.len(), known = roster.is_known(), active = roster.len(), "roster read");
+            self.roster = Some(roster);
         }
         let origin = incoming.queue().to_string();
         if let Err(e) = incoming.decode::<serde_json::Value>() {
@@ -204,6 +264,10 @@ impl Uploader {
         self.ledger.as_ref().expect("the ledger is rebuilt before the first message is handled")
     }
 
+    fn roster(&self) -> &Roster {
+        self.roster.as_ref().expect("the roster is read before the first message is handled")
+    }
+
     /// Records an event (confirmed) and folds it into the ledger.
     async fn record(&mut self, run: &RunId, kind: EventKind) -> Result<(), Stop> {
         let event = emit(&self.deps.broker, run, &self.sync, kind).await?;
@@ -230,12 +294,21 @@ impl Uploader {
         let remaining = ledger.remaining(&batch);
         let limits = self.limits;
         let buffer = self.runs.entry(run.clone()).or_insert_with(|| RunBuffer::new(batch.options.clone(), limits));
-        if buffer.holds(&batch) {
-            // The mapper published this batch twice (its page was redelivered).
-            xaas_broker::ack(&delivery).await;
+        if let Some(held) = buffer.held_copy(&batch) {
+            // A second copy: the mapper published the batch twice (its page
+            // was redelivered), or the broker handed it out again after a
+            // connection recovery, when the first copy's ack can no longer
+            // reach it. Keep the newest delivery unacked until the profiles
+            // are loaded, and settle the older one.
+            let older = std::mem::replace(&mut held.delivery, delivery);
+            xaas_broker::ack(&older).await;
             return Ok(());
         }
         buffer.note(&batch);
+        if let Some(ledger) = self.ledger.as_mut() {
+            ledger.note_options(&run, &batch.options);
+        }
+        self.note_source_facts(&batch).await?;
         if batch.profiles.is_empty() {
             let kind = EventKind::BatchEmpty {
                 page_seq: batch.page_seq,
@@ -243,7 +316,7 @@ impl Uploader {
                 parts: batch.parts,
                 total_pages: batch.total_pages,
             };
-            buffer.held.push(Held { delivery, batch });
+            self.hold(&run, delivery, batch);
             self.record(&run, kind).await?;
         } else {
             let meta = PieceMeta {
@@ -253,13 +326,79 @@ impl Uploader {
                 len: batch.profiles.len() as u32,
                 total_pages: batch.total_pages,
             };
-            buffer.packer.push(batch.op, meta, remaining);
-            buffer.held.push(Held { delivery, batch });
+            let sorted = {
+                let buffer = self.runs.get(&run).map(|b| &b.queued);
+                let empty = HashMap::new();
+                sort_batch(&batch, remaining, self.ledger().run(&run), self.roster(), buffer.unwrap_or(&empty))
+            };
+            let op = batch.op;
+            self.hold(&run, delivery, batch);
+            if !sorted.refused.is_empty() {
+                let pieces = pieces_at(meta, sorted.refused.iter().map(|(i, _, _)| *i));
+                let refused = sorted
+                    .refused
+                    .into_iter()
+                    .map(|(_, id, reason)| Rejected { external_id: Some(id.to_string()), reason })
+                    .collect();
+                self.record(&run, EventKind::ProfilesRefused { refused, pieces }).await?;
+            }
+            if !sorted.unchanged.is_empty() {
+                let pieces = pieces_at(meta, sorted.unchanged.iter().map(|(i, _)| *i));
+                let external_ids = sorted.unchanged.into_iter().map(|(_, id)| id).collect();
+                self.record(&run, EventKind::ProfilesUnchanged { pieces, external_ids }).await?;
+            }
+            if !sorted.queued_deletes.is_empty() {
+                let pieces = pieces_at(meta, sorted.queued_deletes.iter().map(|(i, _)| *i));
+                let external_ids = sorted.queued_deletes.into_iter().map(|(_, id)| id).collect();
+                self.record(&run, EventKind::DeactivationsQueued { pieces, external_ids }).await?;
+            }
+            if sorted.flush_first {
+                // An older copy of one of these is still queued: it goes first,
+                // so no request carries one externalId twice.
+                while let Some(packed) = self.runs.get_mut(&run).and_then(|b| b.packer.drain()) {
+                    self.send(&run, packed).await?;
+                }
+            }
+            if !sorted.send.is_empty()
+                && let Some(buffer) = self.runs.get_mut(&run)
+            {
+                buffer.enqueue(op, meta, sorted.send);
+            }
             while let Some(packed) = self.runs.get_mut(&run).and_then(|b| b.packer.next_full()) {
                 self.send(&run, packed).await?;
             }
         }
         self.settle(&run).await
+    }
+
+    fn hold(&mut self, run: &RunId, delivery: Delivery, batch: Batch) {
+        if let Some(buffer) = self.runs.get_mut(run) {
+            buffer.held.push(Held { delivery, batch });
+        }
+    }
+
+    /// Records what a batch says about the source besides its profiles, the
+    /// first time the run meets it: the deltaLink of the last page, and the
+    /// users the mapper rejected (still in the source: not to deactivate).
+    async fn note_source_facts(&mut self, batch: &Batch) -> Result<(), Stop> {
+        let run = &batch.run_id;
+        let progress = self.ledger().run(run);
+        if let Some(link) = &batch.delta_link
+            && progress.and_then(|r| r.delta_link()).is_none()
+        {
+            self.record(run, EventKind::DeltaLinkReceived { delta_link: link.clone() }).await?;
+        }
+        let progress = self.ledger().run(run);
+        let rejected: Vec<String> = batch
+            .rejected
+            .iter()
+            .filter_map(|r| r.external_id.clone())
+            .filter(|id| !progress.is_some_and(|p| p.rejected_in_source().contains(id)))
+            .collect();
+        if !rejected.is_empty() {
+            self.record(run, EventKind::RejectedInSource { external_ids: rejected }).await?;
+        }
+        Ok(())
     }
 
     /// After progress on `run`: flush the last partial request once every
@@ -335,9 +474,18 @@ impl Uploader {
             match result {
                 Ok(()) => {
                     failures = 0;
+                    crate::failpoint::hit("uploader.after_bulk_accepted");
                     let pieces = p.pieces.clone();
-                    let kind =
-                        EventKind::BulkLoaded { session_id: sid.clone(), request_no, op, profiles, bytes, pieces };
+                    let changes = self.runs.get_mut(run).map(|b| b.take_changes(&p)).unwrap_or_default();
+                    let kind = EventKind::BulkLoaded {
+                        session_id: sid.clone(),
+                        request_no,
+                        op,
+                        profiles,
+                        bytes,
+                        pieces,
+                        changes,
+                    };
                     self.record(run, kind).await?;
                     metrics::counter!("xaas_bulk_requests_total", "op" => op_label(op)).increment(1);
                     if request_no >= self.limits.requests_per_session {
@@ -353,12 +501,16 @@ impl Uploader {
                     if !refused.is_empty() {
                         let (rejected, pieces) = refused_report(&refused, &summary, &causes);
                         self.record(run, EventKind::ProfilesRefused { refused: rejected, pieces }).await?;
+                        if let Some(buffer) = self.runs.get_mut(run) {
+                            buffer.take_changes(&assemble(p.op, refused));
+                        }
                     }
                     pending.extend(rest);
                 }
                 Err(e) if e.is_retryable() => {
                     failures += 1;
                     let reason = e.to_string();
+                    metrics::counter!("xaas_retries_total", "stage" => "uploader").increment(1);
                     self.record(run, EventKind::Retrying { stage: "uploader".into(), attempt: failures, reason })
                         .await?;
                     self.sleep(e.retry_after().unwrap_or_else(|| backoff(failures))).await?;
@@ -375,6 +527,7 @@ impl Uploader {
     async fn pretend(&mut self, run: &RunId, p: Packed) -> Result<(), Stop> {
         let Some(buffer) = self.runs.get_mut(run) else { return Ok(()) };
         buffer.dry_run_requests += 1;
+        let changes = buffer.take_changes(&p);
         let kind = EventKind::BulkLoaded {
             session_id: "dry-run".into(),
             request_no: buffer.dry_run_requests,
@@ -382,6 +535,7 @@ impl Uploader {
             profiles: p.profiles.len() as u32,
             bytes: p.body_bytes as u64,
             pieces: p.pieces,
+            changes,
         };
         self.record(run, kind).await
     }
@@ -403,6 +557,7 @@ impl Uploader {
                 if wait.is_positive() {
                     let wait = Duration::try_from(wait).unwrap_or_default();
                     tracing::info!(sync = %self.sync, seconds = wait.as_secs_f64(), "waiting out Okta's cooldown");
+                    crate::failpoint::hit("uploader.cooldown_wait");
                     self.sleep(wait).await?;
                     self.record(run, EventKind::CooldownWaited { seconds: wait.as_secs_f64() }).await?;
                 }
@@ -476,6 +631,7 @@ impl Uploader {
                 Err(e) => return Err(Stop::Fatal(e.to_string())),
             }
         }
+        crate::failpoint::hit("uploader.after_trigger");
         self.record(run, EventKind::SessionTriggered { session_id: session_id.into(), requests }).await
     }
 
@@ -505,29 +661,48 @@ impl Uploader {
             xaas_broker::ack(delivery).await;
             return Ok(());
         }
-        let Some(progress) = self.ledger().run(&run).cloned().filter(|r| r.is_loaded()) else {
+        if !self.ledger().run(&run).is_some_and(|r| r.is_loaded()) {
             let error = "FinishRun for a run whose pages are not all loaded (events missing from the stream?)";
             return self.park(delivery, &self.deps.broker.names().batches(&self.sync), "inconsistent", error).await;
-        };
+        }
+        let delta_link = finish
+            .delta_link
+            .clone()
+            .or_else(|| self.ledger().run(&run).and_then(|r| r.delta_link().map(String::from)));
+        let mut options = finish.options.clone();
+        options.full_state |= self.ledger().run(&run).is_some_and(|r| r.reads_full_state());
+        let tripped = self.deactivate(&run, &options, delta_link.as_deref()).await?;
+
+        // The deactivations may have used sessions of their own: read again.
+        let sessions = self.ledger().run(&run).map(|r| r.sessions.clone()).unwrap_or_default();
         let mut failed = Vec::new();
-        if !finish.options.dry_run {
+        if !options.dry_run {
             if let Some(open) = self.ledger().open_session().cloned()
-                && progress.sessions.contains(&open.id)
+                && sessions.contains(&open.id)
             {
                 self.trigger(&run, &open.id).await?;
             }
             for session_id in
-                progress.sessions.iter().filter(|s| self.ledger().awaiting().contains(s)).cloned().collect::<Vec<_>>()
+                sessions.iter().filter(|s| self.ledger().awaiting().contains(s)).cloned().collect::<Vec<_>>()
             {
                 let status = self.follow(&session_id).await?;
                 self.record(&run, EventKind::SessionFinished { session_id: session_id.clone(), status }).await?;
-                if status != SessionStatus::Completed {
-                    failed.push(format!("session {session_id} ended {}", status.as_str()));
+            }
+            for session_id in &sessions {
+                match self.ledger().session_status(session_id) {
+                    Some(SessionStatus::Completed) => {}
+                    Some(status) => failed.push(format!("session {session_id} ended {}", status.as_str())),
+                    None => failed.push(format!("session {session_id} has no known outcome")),
                 }
             }
+            self.save_roster(&run).await?;
         }
-        let kind = if failed.is_empty() {
-            EventKind::RunCompleted { delta_link: finish.delta_link.clone() }
+        let kind = if let Some(reason) = tripped {
+            EventKind::RunFailed { reason: format!("deactivation guard: {reason}") }
+        } else if failed.is_empty() {
+            // A dry run changed nothing in Okta: the next real run must read
+            // the same changes, so it keeps the previous deltaLink.
+            EventKind::RunCompleted { delta_link: if options.dry_run { None } else { delta_link } }
         } else {
             EventKind::RunFailed {
                 reason: format!(
@@ -539,6 +714,142 @@ impl Uploader {
         self.record(&run, kind).await?;
         self.runs.remove(&run);
         xaas_broker::ack(delivery).await;
+        Ok(())
+    }
+
+    /// Decides and sends the run's deactivations, once every page of it is
+    /// accounted for. The list is recorded before the first request, so a
+    /// successor sends the rest of exactly that list. Returns why a guard
+    /// refused them, when one did (nothing is deactivated then).
+    async fn deactivate(
+        &mut self,
+        run: &RunId,
+        options: &RunOptions,
+        delta_link: Option<&str>,
+    ) -> Result<Option<String>, Stop> {
+        let Some(progress) = self.ledger().run(run) else { return Ok(None) };
+        if let Some(reason) = &progress.guard_tripped {
+            return Ok(Some(reason.clone()));
+        }
+        let plan = match progress.deactivation_plan() {
+            Some(plan) => plan,
+            None => {
+                let partial = (options.mode == Mode::Delta && delta_link.is_none())
+                    .then(|| "the delta round ended without its deltaLink (the page chain ended early)".to_string());
+                let decision = reconcile::decide(progress, options, self.roster(), &self.guards, partial);
+                let (deactivations, roster) = (decision.candidates, decision.roster);
+                if let Some(reason) = decision.tripped {
+                    tracing::warn!(sync = %self.sync, run_id = %run, %reason, "deactivation guard tripped");
+                    self.record(run, EventKind::GuardTripped { reason: reason.clone(), deactivations, roster }).await?;
+                    return Ok(Some(reason));
+                }
+                if let Some(reason) = decision.overridden {
+                    tracing::warn!(sync = %self.sync, run_id = %run, %reason, "deactivation guard overridden for this run");
+                    self.record(run, EventKind::GuardOverridden { reason, deactivations, roster }).await?;
+                }
+                let mut plan: Vec<Vec<ExternalId>> =
+                    decision.deactivate.chunks(DEACTIVATIONS_PER_EVENT).map(<[ExternalId]>::to_vec).collect();
+                if plan.is_empty() {
+                    plan.push(Vec::new());
+                }
+                let parts = plan.len() as u32;
+                for (part, external_ids) in plan.iter().enumerate() {
+                    let kind = EventKind::DeactivationsPlanned {
+                        part: part as u32,
+                        parts,
+                        external_ids: external_ids.clone(),
+                    };
+                    self.record(run, kind).await?;
+                }
+                plan
+            }
+        };
+        let limits = self.limits;
+        self.runs.entry(run.clone()).or_insert_with(|| RunBuffer::new(options.clone(), limits));
+        let parts = plan.len() as u32;
+        for (part, ids) in plan.into_iter().enumerate() {
+            let batch = Batch {
+                v: xaas_core::MESSAGE_VERSION,
+                run_id: run.clone(),
+                sync: self.sync.clone(),
+                options: options.clone(),
+                page_seq: DEACTIVATION_PAGE,
+                part: part as u32,
+                parts,
+                total_pages: None,
+                op: Op::Delete,
+                profiles: ids.into_iter().map(|external_id| OktaProfile { external_id, profile: None }).collect(),
+                rejected: Vec::new(),
+                delta_link: None,
+            };
+            let meta = PieceMeta {
+                page_seq: DEACTIVATION_PAGE,
+                part: part as u32,
+                parts,
+                len: batch.profiles.len() as u32,
+                total_pages: None,
+            };
+            let items: Vec<(u32, OktaProfile, ProfileChange)> = self
+                .ledger()
+                .remaining(&batch)
+                .into_iter()
+                .map(|(i, profile)| {
+                    let change = ProfileChange {
+                        external_id: profile.external_id.clone(),
+                        action: Action::Deactivate,
+                        changed: Vec::new(),
+                        digest: None,
+                    };
+                    (i, profile, change)
+                })
+                .collect();
+            if let Some(buffer) = self.runs.get_mut(run) {
+                buffer.enqueue(Op::Delete, meta, items);
+            }
+            while let Some(packed) = self.runs.get_mut(run).and_then(|b| b.packer.next_full()) {
+                self.send(run, packed).await?;
+            }
+        }
+        while let Some(packed) = self.runs.get_mut(run).and_then(|b| b.packer.drain()) {
+            self.send(run, packed).await?;
+        }
+        Ok(None)
+    }
+
+    /// Saves to the roster what Okta confirmed of this run: users upserted
+    /// or deactivated in sessions that completed. Profiles of a session that
+    /// failed are left as they were, so the next run sends them again.
+    async fn save_roster(&mut self, run: &RunId) -> Result<(), Stop> {
+        let Some(progress) = self.ledger().run(run) else { return Ok(()) };
+        if !self.roster().is_known() && !progress.reads_full_state() {
+            // Without a base, only a run that read everything can start one.
+            return Ok(());
+        }
+        let confirmed = |session: &str| self.ledger().session_status(session) == Some(SessionStatus::Completed);
+        let deactivated: Vec<ExternalId> =
+            progress.deactivated().iter().filter(|(_, session)| confirmed(session)).map(|(id, _)| id.clone()).collect();
+        let upserted: Vec<RosterEntry> = progress
+            .ids()
+            .iter()
+            .filter_map(|(id, seen)| match &seen.fate {
+                Fate::Upserted { session, digest: Some(digest) }
+                    if confirmed(session) && !progress.deactivated().contains_key(id) =>
+                {
+                    Some(RosterEntry { external_id: id.clone(), digest: digest.clone() })
+                }
+                _ => None,
+            })
+            .collect();
+        let records = self.roster().records_for(run, OffsetDateTime::now_utc(), upserted, deactivated);
+        for record in &records {
+            self.deps.broker.publish_roster(record).await?;
+            if let Some(roster) = self.roster.as_mut() {
+                roster.apply(record);
+            }
+        }
+        if !records.is_empty() {
+            tracing::info!(sync = %self.sync, run_id = %run, entries = Roster::record_entries(&records), active = self.roster().len(), "roster saved");
+        }
         Ok(())
     }
 
@@ -595,6 +906,26 @@ fn op_label(op: Op) -> &'static str {
 /// Exponential backoff from 1 s, capped at 30 s.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// The pieces covering `positions` (ascending) of the batch `meta` describes.
+fn pieces_at(meta: PieceMeta, positions: impl Iterator<Item = u32>) -> Vec<Piece> {
+    let mut pieces: Vec<Piece> = Vec::new();
+    for i in positions {
+        match pieces.last_mut() {
+            Some(last) if last.to == i => last.to = i + 1,
+            _ => pieces.push(Piece {
+                page_seq: meta.page_seq,
+                part: meta.part,
+                parts: meta.parts,
+                len: meta.len,
+                total_pages: meta.total_pages,
+                from: i,
+                to: i + 1,
+            }),
+        }
+    }
+    pieces
 }
 
 /// One profile of a packed request with the batch position it came from.
@@ -656,10 +987,12 @@ fn refused_report(refused: &[(OktaProfile, Piece)], summary: &str, causes: &[Str
         .map(|(profile, _)| {
             let id = profile.external_id.as_str();
             let why = causes.iter().filter(|c| names_id(c, id)).cloned().collect::<Vec<_>>();
-            let reason = if why.is_empty() {
-                format!("Okta refused it: {summary}")
-            } else {
-                format!("Okta refused it: {}", why.join("; "))
+            // A profile refused on its own with causes that name nobody
+            // (per-attribute causes): those causes are about it.
+            let reason = match (why.is_empty(), causes.is_empty()) {
+                (false, _) => format!("Okta refused it: {}", why.join("; ")),
+                (true, true) => format!("Okta refused it: {summary}"),
+                (true, false) => format!("Okta refused it: {summary} ({})", causes.join("; ")),
             };
             Rejected { external_id: Some(id.to_string()), reason }
         })
