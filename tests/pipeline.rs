@@ -213,3 +213,16 @@ async fn the_newcomers_demo_prints_the_report() {
     assert!(stdout.contains("Upserted           299"), "{stdout}");
     assert!(stdout.contains("holds 299 users"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oauth_service_app_with_private_key_jwt_syncs_too() {
+    let mut env = Env::start("svcapp", Options { service_app: true, ..Options::default() }).await;
+    env.spawn_worker("all", "worker");
+    let out = report(&env.enqueue_wait(&[]).await);
+    assert_eq!(out["state"]["state"], "completed");
+    let expected = expected_store(&rules(&env), &env.source_users().await);
+    let store = env.okta_users().await;
+    assert_eq!(store.len(), 299);
+    assert!(expected.iter().all(|(id, p)| &store[id].1 == p));
+    env.finish().await;
+}

@@ -33,6 +33,14 @@ pub struct Options {
     pub cooldown: Duration,
     pub import_duration: Duration,
     pub page_size: u16,
+    /// The broker of this test when it is not the shared one at `AMQP_URL`
+    /// (tests/broker_restart.rs runs its own node).
+    pub amqp_url: Option<String>,
+    /// The sandbox's Okta rate-limit window (Okta's is 60 s), so that an
+    /// injected 429's reset is seconds away.
+    pub rate_limit_window: Option<Duration>,
+    /// Okta auth by an OAuth service app (private_key_jwt) instead of an API token.
+    pub service_app: bool,
 }
 
 impl Default for Options {
@@ -44,6 +52,9 @@ impl Default for Options {
             cooldown: Duration::from_secs(2),
             import_duration: Duration::from_millis(300),
             page_size: 999,
+            amqp_url: None,
+            rate_limit_window: None,
+            service_app: false,
         }
     }
 }
@@ -55,6 +66,8 @@ pub struct Env {
     pub config: PathBuf,
     pub broker: Broker,
     pub http: reqwest::Client,
+    /// The broker the test and its workers use.
+    pub amqp: String,
     workers: Vec<(String, Child)>,
 }
 
@@ -80,7 +93,13 @@ impl Env {
         cfg.graph_client_secret = GRAPH_SECRET.into();
         cfg.okta_token = OKTA_TOKEN.into();
         cfg.rate_limit_per_minute = 100_000;
+        if let Some(window) = opts.rate_limit_window {
+            cfg.rate_limit_window = window;
+        }
         cfg.generate_other_dept_share = opts.other_dept_share;
+        if opts.service_app {
+            cfg.okta_public_key = Some(repo().join("crates/sim/tests/fixtures/okta-test-service-app.pub.pem"));
+        }
         if opts.generate.is_some() {
             cfg.generate = opts.generate;
         } else if opts.seed_csv {
@@ -88,16 +107,19 @@ impl Env {
         }
         let sim = xaas_sim::app::spawn(cfg).await.expect("sandbox starts");
 
+        let amqp = opts.amqp_url.clone().unwrap_or_else(amqp_url);
         let config = dir.join("xaas.toml");
-        std::fs::write(&config, config_text(&sim.base_url(), &prefix, &opts)).unwrap();
+        std::fs::write(&config, config_text(&sim.base_url(), &prefix, &opts, &amqp)).unwrap();
 
-        let mut bcfg = BrokerConfig::new(amqp_url());
+        let mut bcfg = BrokerConfig::new(amqp.clone());
         bcfg.prefix.clone_from(&prefix);
         bcfg.connection_name = format!("{prefix}-test");
+        // The workers' tiers, so that `finish` deletes the retry queues they declared.
+        bcfg.retry_tiers = retry_tiers();
         let broker = Broker::connect(bcfg).await.expect("broker answers");
         broker.declare().await.unwrap();
         let http = reqwest::Client::new();
-        Env { sim, prefix, dir, config, broker, http, workers: Vec::new() }
+        Env { sim, prefix, dir, config, broker, http, amqp, workers: Vec::new() }
     }
 
     pub fn base(&self) -> String {
@@ -108,7 +130,7 @@ impl Env {
     pub fn xaas(&self) -> Command {
         let mut cmd = Command::new(bin());
         cmd.env("XAAS_CONFIG", &self.config)
-            .env("AMQP_URL", amqp_url())
+            .env("AMQP_URL", &self.amqp)
             .env("XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET", GRAPH_SECRET)
             .env("XAAS_SYNC_DEMO_OKTA_TOKEN", OKTA_TOKEN)
             .env("RUST_LOG", "info,lapin=warn")
@@ -233,6 +255,8 @@ impl Env {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The workers declared the sync's batches queue and roster stream.
+        self.broker.delete_sync(&SyncName::parse("demo").unwrap());
         let _ = self.broker.delete_everything().await;
         self.broker.close().await;
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -245,13 +269,54 @@ impl Drop for Env {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            // A failed test never reaches `finish`: remove its queues anyway.
+            // Left behind, they pile up on the shared broker, and each quorum
+            // queue holds file handles; a broker out of them stops accepting
+            // connections, failing every test after. The log dir is kept.
+            let (amqp, prefix) = (self.amqp.clone(), self.prefix.clone());
+            let _ = std::thread::spawn(move || delete_topology(&amqp, &prefix)).join();
+        }
     }
 }
 
-fn config_text(base: &str, prefix: &str, opts: &Options) -> String {
+/// Deletes the queues and exchanges of `prefix`, on a runtime of its own
+/// (the test's may be unwinding). Best effort, bounded in time.
+fn delete_topology(amqp: &str, prefix: &str) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    rt.block_on(async {
+        let mut cfg = BrokerConfig::new(amqp);
+        cfg.prefix = prefix.to_string();
+        cfg.connection_name = format!("{prefix}-cleanup");
+        cfg.retry_tiers = retry_tiers();
+        cfg.connect_timeout = Duration::from_secs(10);
+        let Ok(broker) = Broker::connect(cfg).await else { return };
+        if let Ok(demo) = SyncName::parse("demo") {
+            broker.delete_sync(&demo);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), broker.delete_everything()).await;
+        broker.close().await;
+    });
+}
+
+/// The retry tiers `config_text` gives the workers.
+fn retry_tiers() -> Vec<Duration> {
+    vec![Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(2)]
+}
+
+fn config_text(base: &str, prefix: &str, opts: &Options, amqp: &str) -> String {
     let cooldown_ms = opts.cooldown.as_millis();
-    let amqp = amqp_url();
     let page_size = opts.page_size;
+    let auth = if opts.service_app {
+        let key = repo().join("crates/sim/tests/fixtures/okta-test-service-app.key.pem");
+        format!(
+            "auth = \"service_app\"\nclient_id = \"{}\"\nkey_id = \"sandbox-key-1\"\nprivate_key_file = \"{}\"",
+            SimConfig::defaults().okta_client_id,
+            key.display()
+        )
+    } else {
+        "auth = \"api_token\"".to_string()
+    };
     format!(
         r#"[broker]
 url = "{amqp}"
@@ -273,7 +338,7 @@ department = "Okta Workflows"
 [syncs.demo.target]
 okta_url = "{base}"
 identity_source_id = "0oasandbox00000000001"
-auth = "api_token"
+{auth}
 
 [syncs.demo.limits]
 cooldown = "{cooldown_ms}ms"
@@ -284,12 +349,13 @@ cooldown = "{cooldown_ms}ms"
 /// The demo sync's mapping rules, as the workers parse them.
 pub fn rules(env: &Env) -> MappingRules {
     let text = std::fs::read_to_string(&env.config).unwrap();
-    let config = xaas_core::config::Config::parse(&text, &|k| match k {
+    let env_lookup = |k: &str| match k {
         "XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET" => Some(GRAPH_SECRET.into()),
         "XAAS_SYNC_DEMO_OKTA_TOKEN" => Some(OKTA_TOKEN.into()),
         _ => None,
-    })
-    .unwrap();
+    };
+    let config =
+        xaas_core::config::Config::parse_with_files(&text, &env_lookup, &|p| std::fs::read_to_string(p)).unwrap();
     config.sync(&SyncName::parse("demo").unwrap()).unwrap().rules.clone()
 }
 
@@ -351,4 +417,211 @@ pub fn check_invariants(sessions: &[Value], cooldown: Duration) -> (u64, u64, u6
         previous = Some(s);
     }
     (profiles, requests, used)
+}
+
+// --- helpers of the fault suite (tests/poison.rs, bad_input.rs, startup.rs) ---
+
+impl Env {
+    /// Starts `xaas worker <role>` like [`Env::spawn_worker`], with `env`
+    /// changed: `Some(value)` sets a variable, `None` removes it.
+    pub fn spawn_worker_env(&mut self, role: &str, label: &str, env: &[(&str, Option<&str>)]) {
+        let log = std::fs::File::create(self.log_path(label)).unwrap();
+        let mut cmd = self.xaas();
+        for (key, value) in env {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        let child = cmd.args(["worker", role]).stdout(Stdio::null()).stderr(log).spawn().expect("worker starts");
+        self.workers.push((label.to_string(), child));
+    }
+
+    /// Whether the worker process is still running.
+    pub fn worker_running(&mut self, label: &str) -> bool {
+        self.workers.iter_mut().find(|(l, _)| l == label).is_some_and(|(_, child)| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Every worker log of this test, by label.
+    pub fn all_logs(&self) -> Vec<(String, String)> {
+        self.workers.iter().map(|(label, _)| (label.clone(), self.log(label))).collect()
+    }
+
+    /// `xaas <args>` with this test's config and secrets, in a blocking task.
+    pub async fn run_xaas(&self, args: &[&str]) -> Output {
+        let mut cmd = self.xaas();
+        cmd.args(args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("xaas runs")).await.unwrap()
+    }
+
+    /// `xaas enqueue --sync demo --wait --json` with `env` changed as in
+    /// [`Env::spawn_worker_env`].
+    pub async fn enqueue_wait_env(&self, env: &[(&str, Option<&str>)]) -> Output {
+        let mut cmd = self.xaas();
+        for (key, value) in env {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.args(["enqueue", "--sync", "demo", "--wait", "--json", "--timeout", "15m"]);
+        tokio::task::spawn_blocking(move || cmd.output().expect("enqueue runs")).await.unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> reqwest::StatusCode {
+        self.http.put(format!("{}{path}", self.base())).json(&body).send().await.unwrap().status()
+    }
+
+    /// A second handle on this test's broker objects that may publish bodies
+    /// up to `max_message_bytes` (to put oversize messages on the queues).
+    pub async fn broker_with_limit(&self, max_message_bytes: usize) -> Broker {
+        let mut cfg = BrokerConfig::new(self.amqp.clone());
+        cfg.prefix.clone_from(&self.prefix);
+        cfg.connection_name = format!("{}-raw", self.prefix);
+        cfg.max_message_bytes = max_message_bytes;
+        Broker::connect(cfg).await.expect("broker answers")
+    }
+
+    /// Waits until the parked queue holds at least `n` messages; returns them.
+    pub async fn wait_parked(&self, n: usize, timeout: Duration) -> Vec<xaas_broker::ParkedMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Counting is cheap; a listing moves every (maybe 4 MiB) body.
+            let count = self.broker.parked_count().await.unwrap() as usize;
+            if count >= n {
+                return self.broker.parked_list(count + 100).await.unwrap();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {n} parked messages, have {count}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// The JSON report `xaas enqueue --wait --json` printed after the run id.
+pub fn json_report(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let start = stdout.find('{').unwrap_or_else(|| {
+        panic!("no JSON report in stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    serde_json::from_str(&stdout[start..]).expect("the report is JSON")
+}
+
+// --- helpers of the crash suite (tests/kills.rs, broker_restart.rs, faults.rs) ---
+
+impl Env {
+    /// Starts `xaas <args>` as a worker labelled `label` (log in
+    /// `<dir>/<label>.log`), with `env` changed as in [`Env::spawn_worker_env`].
+    pub fn spawn_xaas(&mut self, label: &str, args: &[&str], env: &[(&str, Option<&str>)]) {
+        let log = std::fs::File::create(self.log_path(label)).unwrap();
+        let mut cmd = self.xaas();
+        for (key, value) in env {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        let child = cmd.args(args).stdout(Stdio::null()).stderr(log).spawn().expect("worker starts");
+        self.workers.push((label.to_string(), child));
+    }
+
+    /// Waits until the worker exits by itself; panics after `timeout`.
+    pub async fn wait_worker_exit(&mut self, label: &str, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, child) = self.workers.iter_mut().find(|(l, _)| l == label).expect("a worker with this label");
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker {label} still running after {timeout:?}; its log:\n{}",
+                self.log(label)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Follows the events stream live until the events of `run` satisfy
+    /// `pred`, and returns them. Unlike [`Env::wait_for_events`], whose read
+    /// lasts until the stream goes quiet (it does not while a run is busy),
+    /// this returns as soon as the moment has come, so a test can act on it.
+    pub async fn watch_run(
+        &self,
+        run: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[RunEvent]) -> bool,
+    ) -> Vec<RunEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut stream = self.broker.events_since(xaas_broker::StreamOffset::First).await.unwrap();
+        let mut seen = Vec::new();
+        while !pred(&seen) {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => panic!("timed out waiting for {what}"),
+                Ok(None) => panic!("the events stream closed while waiting for {what}"),
+                Ok(Some(Err(e))) => panic!("reading the events stream while waiting for {what}: {e}"),
+                Ok(Some(Ok((_, event)))) if event.run_id.as_str() == run => seen.push(event),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        stream.close().await;
+        seen
+    }
+
+    /// Every request the sandbox's Okta refused (not injected faults).
+    pub async fn okta_refusals(&self) -> Vec<Value> {
+        self.get("/sim/okta/refused").await.as_array().unwrap().clone()
+    }
+
+    /// Waits until `run` completed or failed; returns its events.
+    pub async fn wait_run_end(&self, run: &str, timeout: Duration) -> Vec<RunEvent> {
+        use xaas_core::EventKind;
+        self.wait_for_events("the run to end", timeout, |events| {
+            events.iter().any(|e| {
+                e.run_id.as_str() == run
+                    && matches!(e.kind, EventKind::RunCompleted { .. } | EventKind::RunFailed { .. })
+            })
+        })
+        .await;
+        self.events().await.into_iter().filter(|e| e.run_id.as_str() == run).collect()
+    }
+
+    /// The guarantees after any trouble: the run completed, Okta holds
+    /// exactly the mapped source users, DESIGN §6 holds on the sandbox's
+    /// session log, and the uploader never even tried a 51st request (the
+    /// sandbox would refuse it, so its session log alone cannot show that).
+    /// Returns (profiles, requests, sessions) as `check_invariants`.
+    pub async fn assert_synced_exactly(&self, run_events: &[RunEvent], cooldown: Duration) -> (u64, u64, u64) {
+        use xaas_core::EventKind;
+        let failed: Vec<_> =
+            run_events.iter().filter(|e| matches!(e.kind, EventKind::RunFailed { .. })).map(|e| &e.kind).collect();
+        assert!(failed.is_empty(), "the run failed: {failed:?}");
+        assert!(run_events.iter().any(|e| matches!(e.kind, EventKind::RunCompleted { .. })), "the run completed");
+        let expected = expected_store(&rules(self), &self.source_users().await);
+        let store = self.okta_users().await;
+        let missing: Vec<&String> = expected.keys().filter(|id| !store.contains_key(*id)).take(5).collect();
+        let extra: Vec<&String> = store.keys().filter(|id| !expected.contains_key(*id)).take(5).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "store differs: missing {missing:?}, unexpected {extra:?}");
+        for (id, profile) in &expected {
+            let (status, got) = &store[id];
+            assert_eq!((status.as_str(), got), ("ACTIVE", profile), "user {id}");
+        }
+        let over: Vec<Value> = self
+            .okta_refusals()
+            .await
+            .into_iter()
+            .filter(|r| r["errorCauses"].to_string().contains("bulk requests, the most a session can take"))
+            .collect();
+        assert!(over.is_empty(), "the uploader tried more than 50 requests in a session: {over:?}");
+        let early: Vec<Value> = self
+            .okta_refusals()
+            .await
+            .into_iter()
+            .filter(|r| r["errorCauses"].to_string().contains("within the cooldown"))
+            .collect();
+        assert!(early.is_empty(), "the uploader tried to open a session inside the cooldown: {early:?}");
+        let totals = check_invariants(&self.sessions().await, cooldown);
+        assert!(totals.0 >= expected.len() as u64, "every user was sent at least once");
+        totals
+    }
 }
