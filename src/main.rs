@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use xaas_core::{Mode, RunId, SyncName};
 use xaas_workers::commands::{self, CommandError, EnqueueArgs, ParkedCommand};
 use xaas_workers::deps::Clients;
+use xaas_workers::runtime::RunError;
 use xaas_workers::telemetry::{self, LogFormat};
 use xaas_workers::{Deps, Role, StartupError, app};
 
@@ -200,7 +201,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let result = xaas_workers::runtime::run(deps, role, shutdown).await;
             broker.close().await;
             tracing::info!("worker stopped");
-            Ok(result?)
+            match result {
+                Ok(()) => Ok(()),
+                Err(RunError::Startup(e)) => Err(e.into()),
+                // Not a configuration problem: exit 1 so a supervisor restarts it.
+                Err(e @ RunError::Stopped(_)) => Err(CommandError::Usage(e.to_string()).into()),
+            }
         }
         Command::Enqueue { sync, mode, dry_run, force, allow_mass_deactivation, wait, run_id, timeout, json } => {
             let config = app::load_config(&cli.config)?;

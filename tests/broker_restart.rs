@@ -158,7 +158,7 @@ impl Drop for PrivateNode {
 async fn run_events(env: &Env, run: &str, timeout: Duration) -> Vec<RunEvent> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match env.broker.read_all_events(Duration::from_millis(500)).await {
+        match env.broker.read_all_events().await {
             Ok(all) => return all.into_iter().filter(|e| e.run_id.as_str() == run).collect(),
             Err(e) => assert!(tokio::time::Instant::now() < deadline, "cannot read the events stream: {e}"),
         }

@@ -233,7 +233,7 @@ impl Env {
     }
 
     pub async fn events(&self) -> Vec<RunEvent> {
-        self.broker.read_all_events(Duration::from_millis(500)).await.unwrap()
+        self.broker.read_all_events().await.unwrap()
     }
 
     /// Waits until `pred` holds over the events stream, or panics.

@@ -88,6 +88,15 @@ pub enum BrokerError {
          once the topology is declared again"
     )]
     ConsumerCancelled { queue: String },
+
+    #[error("reading the stream {stream:?} ended before its end marker came back; retry the read")]
+    StreamEnded { stream: String },
+
+    #[error(
+        "reading the stream {stream:?} did not reach its end marker within {after:?}; the broker \
+         is slow or the stream is very large. Retry later"
+    )]
+    StreamReadTimeout { stream: String, after: Duration },
 }
 
 impl BrokerError {
@@ -102,7 +111,9 @@ impl BrokerError {
             | Self::Nacked { .. }
             | Self::ConfirmTimeout { .. }
             | Self::RecoveryTimeout { .. }
-            | Self::ConsumerCancelled { .. } => true,
+            | Self::ConsumerCancelled { .. }
+            | Self::StreamEnded { .. }
+            | Self::StreamReadTimeout { .. } => true,
         }
     }
 

@@ -5,8 +5,6 @@
 //! (`x-stream-offset`) and every delivery carries its offset. Reading does
 //! not remove anything; acknowledgements only keep the credit flowing.
 
-use std::time::Duration;
-
 use futures_lite::StreamExt;
 use lapin::Channel;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -37,7 +35,7 @@ pub enum StreamOffset {
 }
 
 impl StreamOffset {
-    fn to_arg(self) -> AMQPValue {
+    pub(crate) fn to_arg(self) -> AMQPValue {
         match self {
             Self::First => AMQPValue::LongString(LongString::from("first")),
             Self::Next => AMQPValue::LongString(LongString::from("next")),
@@ -82,6 +80,9 @@ impl EventStream {
                 continue;
             }
             self.last_offset = Some(offset);
+            if crate::stream_read::is_marker(&d.properties) {
+                continue;
+            }
             match decode::<RunEvent>(&d.data, self.max_bytes) {
                 Ok(e) => return Some(Ok((offset, e))),
                 Err(e) => tracing::warn!(offset, error = %e, "undecodable event skipped"),
@@ -114,21 +115,15 @@ impl Broker {
         Ok(EventStream { inner, channel: ch, max_bytes: self.config().max_message_bytes, last_offset: None })
     }
 
-    /// Every retained event, oldest first, read until no new entry has come
-    /// for `stop_when_idle` (used to rebuild state and for reports). Pick an
-    /// idle time well above the broker's round trip: a too short one ends
-    /// the read early.
-    pub async fn read_all_events(&self, stop_when_idle: Duration) -> Result<Vec<RunEvent>, BrokerError> {
-        let mut stream = self.events_since(StreamOffset::First).await?;
-        let mut out = Vec::new();
-        let res = loop {
-            match tokio::time::timeout(stop_when_idle, stream.next()).await {
-                Err(_) | Ok(None) => break Ok(()),
-                Ok(Some(Ok((_, e)))) => out.push(e),
-                Ok(Some(Err(e))) => break Err(e),
-            }
-        };
-        stream.close().await;
-        res.map(|()| out)
+    /// Every retained event, oldest first, up to the moment of the call
+    /// (see `stream_read`): how an uploader rebuilds its state and how
+    /// reports are read back.
+    pub async fn read_all_events(&self) -> Result<Vec<RunEvent>, BrokerError> {
+        self.read_events_to_end(StreamOffset::First).await
+    }
+
+    /// The events from `from` up to the moment of the call.
+    pub async fn read_events_to_end(&self, from: StreamOffset) -> Result<Vec<RunEvent>, BrokerError> {
+        self.read_stream_to_end(&self.names().events(), from).await
     }
 }

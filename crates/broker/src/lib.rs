@@ -31,6 +31,7 @@ mod parked;
 mod publisher;
 mod roster;
 mod run;
+mod stream_read;
 mod topology;
 
 pub use broker::{Broker, RetryDecision};

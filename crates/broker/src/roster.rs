@@ -6,15 +6,12 @@
 
 use std::time::Duration;
 
-use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde::Serialize;
 use xaas_core::roster::RosterRecord;
 use xaas_core::{MessageId, SyncName};
 
-use crate::broker::{Broker, close_quietly, json_props};
-use crate::consumer::{self, decode};
+use crate::broker::{Broker, json_props};
 use crate::error::BrokerError;
 use crate::headers::{self, RETRY_TIER};
 use crate::names::tier_label;
@@ -25,7 +22,6 @@ use crate::names::tier_label;
 const ROSTER_MAX_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 /// Small segments, so retention trims old snapshots in small steps.
 const ROSTER_SEGMENT_BYTES: i64 = 64 * 1024 * 1024;
-const STREAM_PREFETCH: u16 = 200;
 
 pub(crate) fn roster_args() -> FieldTable {
     let mut a = FieldTable::default();
@@ -43,52 +39,12 @@ impl Broker {
         self.publish_raw("", &self.names().roster(&record.sync), &body, props).await
     }
 
-    /// Every retained record of `sync`'s roster stream, oldest first, read
-    /// until nothing new has come for `stop_when_idle`. Records this build
-    /// cannot read are skipped with a warning: the roster then stays
-    /// unknown or misses a set, which costs a resend, never a deactivation.
-    pub async fn read_roster(
-        &self,
-        sync: &SyncName,
-        stop_when_idle: Duration,
-    ) -> Result<Vec<RosterRecord>, BrokerError> {
-        let stream = self.names().roster(sync);
-        let ch = self.channel(format!("opening a channel to read {stream}")).await?;
-        ch.basic_qos(STREAM_PREFETCH, BasicQosOptions::default())
-            .await
-            .map_err(BrokerError::amqp(format!("setting prefetch on {stream}")))?;
-        let mut args = FieldTable::default();
-        args.insert("x-stream-offset".into(), AMQPValue::LongString(LongString::from("first")));
-        let mut inner =
-            match ch.basic_consume(stream.as_str().into(), "".into(), BasicConsumeOptions::default(), args).await {
-                Ok(c) => c,
-                Err(e) => {
-                    close_quietly(ch).await;
-                    return Err(BrokerError::amqp(format!("reading {stream}"))(e));
-                }
-            };
-        let max_bytes = self.config().max_message_bytes;
-        let mut out = Vec::new();
-        let mut last_offset: Option<u64> = None;
-        let result = loop {
-            let d = match tokio::time::timeout(stop_when_idle, inner.next()).await {
-                Err(_) | Ok(None) => break Ok(()),
-                Ok(Some(Err(e))) => break Err(BrokerError::amqp(format!("reading {stream}"))(e)),
-                Ok(Some(Ok(d))) => d,
-            };
-            consumer::ack(&d).await;
-            let offset = headers::get_u64(&d.properties, "x-stream-offset");
-            if offset.is_some_and(|o| last_offset.is_some_and(|last| o <= last)) {
-                continue;
-            }
-            last_offset = offset.or(last_offset);
-            match decode::<RosterRecord>(&d.data, max_bytes) {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::warn!(%stream, error = %e, "unreadable roster record skipped"),
-            }
-        };
-        close_quietly(ch).await;
-        result.map(|()| out)
+    /// Every retained record of `sync`'s roster stream, oldest first, up to
+    /// the moment of the call (see `stream_read`). Records this build cannot
+    /// read are skipped with a warning: the roster then stays unknown or
+    /// misses a set, which costs a resend, never a deactivation.
+    pub async fn read_roster(&self, sync: &SyncName) -> Result<Vec<RosterRecord>, BrokerError> {
+        self.read_stream_to_end(&self.names().roster(sync), crate::StreamOffset::First).await
     }
 
     /// Publishes `msg` to come back to `queue` after about `wait` (the

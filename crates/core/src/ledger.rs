@@ -407,6 +407,14 @@ impl Ledger {
         self.session = None;
     }
 
+    /// Okta says the open session has taken all the requests it can: count
+    /// it as full, so the next send rolls over instead of being refused again.
+    pub fn mark_session_full(&mut self, requests_per_session: u32) {
+        if let Some(session) = self.session.as_mut() {
+            session.requests = session.requests.max(requests_per_session);
+        }
+    }
+
     /// Triggered sessions whose outcome is still unknown.
     pub fn awaiting(&self) -> &[String] {
         &self.awaiting

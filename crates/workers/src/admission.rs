@@ -13,7 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use xaas_broker::{BrokerError, Outcome, StreamOffset};
 use xaas_core::history::{Admission, Life, SyncHistory};
-use xaas_core::{EventKind, FetchPage, Mode, RunEvent, RunId, RunOptions, SyncName, SyncRequest};
+use xaas_core::{EventKind, FetchPage, Mode, RunId, RunOptions, SyncName, SyncRequest};
 
 use crate::deps::Deps;
 use crate::events::emit;
@@ -29,8 +29,6 @@ pub const RECHECK: Duration = Duration::from_secs(5);
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
 /// A waiting run silent for longer is not merged into (its request may be lost).
 pub const ALIVE: Duration = Duration::from_secs(3 * 60);
-/// Quiet time that ends a read of the events stream.
-const IDLE: Duration = Duration::from_millis(500);
 
 /// Admits a request for `run_id` and, when the sync is free, starts it.
 pub async fn start(deps: &Deps, req: SyncRequest, run_id: RunId) -> Outcome {
@@ -109,7 +107,7 @@ async fn first_page(
 ) -> Result<(FetchPage, RunOptions), BrokerError> {
     let mut link = None;
     if options.mode == Mode::Delta && !options.full_state {
-        let events = deps.broker.read_all_events(IDLE).await?;
+        let events = deps.broker.read_all_events().await?;
         link = SyncHistory::fold(sync, &events).last_delta_link().map(String::from);
         if link.is_none() {
             tracing::info!(%sync, run_id = %run_id, "no deltaLink stored yet: this delta run reads the full state and seeds the next");
@@ -131,15 +129,6 @@ async fn first_page(
 /// (older runs cannot hold the sync anyway).
 async fn recent(deps: &Deps, sync: &SyncName, now: OffsetDateTime) -> Result<SyncHistory, BrokerError> {
     let since = now - STALE;
-    let mut stream = deps.broker.events_since(StreamOffset::Timestamp(since)).await?;
-    let mut events: Vec<RunEvent> = Vec::new();
-    let result = loop {
-        match tokio::time::timeout(IDLE, stream.next()).await {
-            Err(_) | Ok(None) => break Ok(()),
-            Ok(Some(Ok((_, e)))) => events.push(e),
-            Ok(Some(Err(e))) => break Err(e),
-        }
-    };
-    stream.close().await;
-    result.map(|()| SyncHistory::fold(sync, &events))
+    let events = deps.broker.read_events_to_end(StreamOffset::Timestamp(since)).await?;
+    Ok(SyncHistory::fold(sync, &events))
 }

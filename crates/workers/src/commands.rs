@@ -159,7 +159,7 @@ fn print_report(report: &RunReport, json: bool) {
 /// events stream.
 pub async fn status(broker: &Broker, run: Option<RunId>, plan: bool, json: bool) -> Result<(), CommandError> {
     broker.declare().await?;
-    let events = broker.read_all_events(Duration::from_millis(500)).await?;
+    let events = broker.read_all_events().await?;
     match run {
         Some(run) if plan => {
             if !events.iter().any(|e| e.run_id == run) {

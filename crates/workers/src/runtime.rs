@@ -33,13 +33,32 @@ impl Role {
     }
 }
 
+/// Why a worker ended other than by being asked to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// It could not start: the topology could not be declared.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// A consumer stopped for good after the start (e.g. the broker stayed
+    /// unreachable past lapin's reconnection attempts); a supervisor should
+    /// restart the worker.
+    #[error("worker stopped: {0}")]
+    Stopped(String),
+}
+
+impl From<xaas_broker::BrokerError> for RunError {
+    fn from(e: xaas_broker::BrokerError) -> Self {
+        Self::Startup(StartupError::Broker(e))
+    }
+}
+
 /// Handlers run at once per stateless consumer. Graph and the mapper are
 /// I/O- and CPU-light per page; more processes scale further.
 const CONCURRENCY: usize = 4;
 
 /// Declares the topology, starts the role's consumers and runs them until
 /// `shutdown`. Returns when every consumer has stopped.
-pub async fn run(deps: Deps, role: Role, shutdown: CancellationToken) -> Result<(), StartupError> {
+pub async fn run(deps: Deps, role: Role, shutdown: CancellationToken) -> Result<(), RunError> {
     deps.broker.declare().await?;
     for sync in deps.sync_names() {
         deps.broker.declare_sync(sync).await?;
@@ -105,7 +124,7 @@ pub async fn run(deps: Deps, role: Role, shutdown: CancellationToken) -> Result<
         }
     }
     match first_error {
-        Some(e) => Err(StartupError::Other(e)),
+        Some(e) => Err(RunError::Stopped(e)),
         None => Ok(()),
     }
 }

@@ -210,7 +210,7 @@ impl Uploader {
             self.ledger = Some(self.rebuild().await?);
         }
         if self.roster.is_none() {
-            let records = self.deps.broker.read_roster(&self.sync, Duration::from_millis(500)).await?;
+            let records = self.deps.broker.read_roster(&self.sync).await?;
             let roster = Roster::replay(self.sync.clone(), &records);
             tracing::info!(sync = %self.sync, records = records.len(), known = roster.is_known(), active = roster.len(), "roster read");
             self.roster = Some(roster);
@@ -254,7 +254,7 @@ impl Uploader {
     /// Replays the events stream into a fresh ledger: how a standby learns
     /// where its predecessor stopped.
     async fn rebuild(&self) -> Result<Ledger, Stop> {
-        let events = self.deps.broker.read_all_events(Duration::from_millis(500)).await?;
+        let events = self.deps.broker.read_all_events().await?;
         let ledger = Ledger::replay(self.sync.clone(), &events);
         tracing::info!(sync = %self.sync, events = events.len(), session = ?ledger.open_session(), "uploader is active; state rebuilt from the events stream");
         Ok(ledger)
@@ -494,6 +494,17 @@ impl Uploader {
                 }
                 Err(OktaError::Validation { summary, causes, .. }) => {
                     if !self.session_still_open(&sid).await? {
+                        pending.push(p);
+                        continue;
+                    }
+                    if says_session_full(&summary, &causes) {
+                        // Our count was low, which recording BulkSending first
+                        // should prevent; Okta's word wins: roll over, resend.
+                        tracing::warn!(session = %sid, "Okta says the session is full; rolling over");
+                        let limit = self.limits.requests_per_session;
+                        if let Some(ledger) = self.ledger.as_mut() {
+                            ledger.mark_session_full(limit);
+                        }
                         pending.push(p);
                         continue;
                     }
@@ -972,6 +983,17 @@ fn isolate(p: &Packed, summary: &str, causes: &[String]) -> (Vec<(OktaProfile, P
     (vec![], vec![assemble(p.op, right.to_vec()), assemble(p.op, left.to_vec())])
 }
 
+/// Whether a 400 on a bulk request refuses the session rather than the
+/// profiles: the request limit of the session was reached. Okta's exact text
+/// is not documented; this matches the sandbox's ("already has 50 bulk
+/// requests") and any wording that names the bulk request limit.
+fn says_session_full(summary: &str, causes: &[String]) -> bool {
+    std::iter::once(summary).chain(causes.iter().map(String::as_str)).any(|text| {
+        let text = text.to_ascii_lowercase();
+        text.contains("bulk request") && (text.contains("most") || text.contains("limit") || text.contains("maximum"))
+    })
+}
+
 /// Whether an error cause names this externalId as a whole word.
 fn names_id(cause: &str, id: &str) -> bool {
     let boundary =
@@ -1039,6 +1061,15 @@ mod tests {
         let (refused, rest) = isolate(&single, "bad", &[]);
         assert_eq!(refused.len(), 1);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_full_session_is_told_apart_from_refused_profiles() {
+        let full =
+            "Session aps1 already has 50 bulk requests, the most a session can take; trigger it and open another";
+        assert!(says_session_full("Api validation failed: session", &[full.to_string()]));
+        let profile = "profiles[3] (externalId \"u3\"): costCenter is not an attribute of the profile".to_string();
+        assert!(!says_session_full("Api validation failed: profiles", &[profile]));
     }
 
     #[test]
