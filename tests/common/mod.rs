@@ -569,6 +569,11 @@ impl Env {
     }
 
     /// Every request the sandbox's Okta refused (not injected faults).
+    /// The sandbox's refusals whose error causes contain `text`.
+    pub async fn refusals_citing(&self, text: &str) -> Vec<Value> {
+        self.okta_refusals().await.into_iter().filter(|r| r["errorCauses"].to_string().contains(text)).collect()
+    }
+
     pub async fn okta_refusals(&self) -> Vec<Value> {
         self.get("/sim/okta/refused").await.as_array().unwrap().clone()
     }
@@ -606,19 +611,9 @@ impl Env {
             let (status, got) = &store[id];
             assert_eq!((status.as_str(), got), ("ACTIVE", profile), "user {id}");
         }
-        let over: Vec<Value> = self
-            .okta_refusals()
-            .await
-            .into_iter()
-            .filter(|r| r["errorCauses"].to_string().contains("bulk requests, the most a session can take"))
-            .collect();
+        let over = self.refusals_citing("bulk requests, the most a session can take").await;
         assert!(over.is_empty(), "the uploader tried more than 50 requests in a session: {over:?}");
-        let early: Vec<Value> = self
-            .okta_refusals()
-            .await
-            .into_iter()
-            .filter(|r| r["errorCauses"].to_string().contains("within the cooldown"))
-            .collect();
+        let early = self.refusals_citing("within the cooldown").await;
         assert!(early.is_empty(), "the uploader tried to open a session inside the cooldown: {early:?}");
         let totals = check_invariants(&self.sessions().await, cooldown);
         assert!(totals.0 >= expected.len() as u64, "every user was sent at least once");
