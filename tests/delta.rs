@@ -131,3 +131,32 @@ async fn an_expired_delta_token_falls_back_to_a_full_resync_with_the_right_resul
     assert_eq!(env.sessions().await.len(), after);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_run_deactivates_users_who_moved_out_of_the_filter() {
+    let mut env = Env::start("delta-moved", Options::default()).await;
+    env.spawn_worker("all", "worker");
+    completed(&env.enqueue_wait(&["--mode", "delta"]).await);
+    let before = env.okta_users().await;
+    assert_eq!(before.len(), 299);
+    let seeded = env.sessions().await.len();
+
+    // Three synced users change department: they leave the sync's scope.
+    let moved: Vec<String> = before.keys().take(3).cloned().collect();
+    for id in &moved {
+        let status = env.patch(&format!("/sim/users/{id}"), serde_json::json!({"department": "Sales"})).await;
+        assert!(status.is_success(), "{status}");
+    }
+    completed(&env.enqueue_wait(&["--mode", "delta"]).await);
+
+    let after = env.okta_users().await;
+    for (id, (status, profile)) in &after {
+        if moved.contains(id) {
+            assert_eq!(status, "DEACTIVATED", "{id} left the filter's department");
+        } else {
+            assert_eq!((status, profile), (&before[id].0, &before[id].1), "{id} must not change");
+        }
+    }
+    assert_eq!(sent(&env.sessions().await, seeded), (0, 3), "exactly the 3 moved users, as bulk-delete");
+    env.finish().await;
+}

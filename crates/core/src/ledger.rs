@@ -227,6 +227,8 @@ pub struct Ledger {
     awaiting: Vec<String>,
     /// The final status of every session that reached one.
     finished: HashMap<String, SessionStatus>,
+    /// Sessions cancelled because Okta had applied nothing from them.
+    cancelled_empty: std::collections::HashSet<String>,
     runs: HashMap<RunId, RunProgress>,
 }
 
@@ -238,6 +240,7 @@ impl Ledger {
             last_trigger: None,
             awaiting: Vec::new(),
             finished: HashMap::new(),
+            cancelled_empty: std::collections::HashSet::new(),
             runs: HashMap::new(),
         }
     }
@@ -349,10 +352,13 @@ impl Ledger {
                     self.awaiting.push(session_id.clone());
                 }
             }
-            EventKind::SessionFinished { session_id, status } => {
+            EventKind::SessionFinished { session_id, status, empty } => {
                 self.awaiting.retain(|s| s != session_id);
                 if status.is_final() {
                     self.finished.insert(session_id.clone(), *status);
+                }
+                if *empty {
+                    self.cancelled_empty.insert(session_id.clone());
                 }
                 if status.is_final() && self.session.as_ref().is_some_and(|s| &s.id == session_id) {
                     self.session = None;
@@ -391,6 +397,11 @@ impl Ledger {
     /// The final status of `session_id`, once recorded.
     pub fn session_status(&self, session_id: &str) -> Option<SessionStatus> {
         self.finished.get(session_id).copied()
+    }
+
+    /// The session was cancelled because Okta had applied nothing from it.
+    pub fn was_cancelled_empty(&self, session_id: &str) -> bool {
+        self.cancelled_empty.contains(session_id)
     }
 
     pub fn sync(&self) -> &SyncName {
@@ -588,7 +599,10 @@ mod tests {
         assert_eq!(ledger.open_session(), None);
         assert_eq!(ledger.next_create_at(std::time::Duration::from_secs(300)), Some(at(310)));
         assert_eq!(ledger.awaiting(), ["s1".to_string()]);
-        ledger.apply(&ev(20, EventKind::SessionFinished { session_id: "s1".into(), status: SessionStatus::Completed }));
+        ledger.apply(&ev(
+            20,
+            EventKind::SessionFinished { session_id: "s1".into(), status: SessionStatus::Completed, empty: false },
+        ));
         assert!(ledger.awaiting().is_empty());
     }
 

@@ -502,6 +502,11 @@ pub enum EventKind {
     SessionFinished {
         session_id: String,
         status: SessionStatus,
+        /// Okta applied nothing from it (it stayed CREATED: every request was
+        /// a delete of users Okta does not know), so the uploader cancelled
+        /// it. Its CLOSED status then loses nothing.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        empty: bool,
     },
     /// Waiting out Okta's cooldown before the next session can be opened.
     CooldownWaited {

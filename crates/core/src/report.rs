@@ -268,7 +268,7 @@ impl Fold {
                 }
             }
             EventKind::SessionTriggered { session_id, .. } => self.note_session(session_id),
-            EventKind::SessionFinished { session_id, status } => {
+            EventKind::SessionFinished { session_id, status, .. } => {
                 self.note_session(session_id);
                 self.session_status.insert(session_id.clone(), *status);
             }
@@ -393,7 +393,10 @@ mod tests {
             ev(8, EventKind::CooldownWaited { seconds: 1.5 }),
             ev(9, EventKind::SessionOpened { session_id: "s2".into() }),
             ev(10, loaded("s2", 1, Op::Delete, 2)),
-            ev(11, EventKind::SessionFinished { session_id: "s1".into(), status: SessionStatus::Completed }),
+            ev(
+                11,
+                EventKind::SessionFinished { session_id: "s1".into(), status: SessionStatus::Completed, empty: false },
+            ),
             ev(20, EventKind::RunCompleted { delta_link: None }),
         ];
         let r = RunReport::from_events(&RunId::parse("r1").unwrap(), &events).unwrap();

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 use xaas_broker::Outcome;
-use xaas_core::mapping::{MappingRules, map_page};
+use xaas_core::mapping::{Filter, MappingRules, map_page};
 use xaas_core::packing::cut;
 use xaas_core::{Batch, EventKind, ExternalId, Mode, OktaProfile, Op, Page, Rejected};
 
@@ -24,25 +24,51 @@ pub struct MappedPage {
     pub rejected: Vec<Rejected>,
 }
 
-/// Which bulk endpoint a user of this mode goes to.
-fn op_for(mode: Mode, user: &Value) -> Op {
+/// Which bulk endpoint a user of this mode goes to; `None` when the mode
+/// sends nothing for them.
+fn op_for(mode: Mode, user: &Value) -> Option<Op> {
+    let disabled = user.get("accountEnabled") == Some(&Value::Bool(false));
     match mode {
-        Mode::Full => Op::Upsert,
-        Mode::Deactivate => Op::Delete,
+        // A full run never upserts a disabled user, even when the source's
+        // $filter lets them through: an upsert would (re)activate them. If
+        // they were synced before, reconciliation deactivates them.
+        Mode::Full if disabled => None,
+        Mode::Full => Some(Op::Upsert),
+        Mode::Deactivate => Some(Op::Delete),
         // In a delta round a user disabled since the last run is deactivated;
         // everyone else, re-enabled users included, is upserted (reactivated).
-        Mode::Delta if user.get("accountEnabled") == Some(&Value::Bool(false)) => Op::Delete,
-        Mode::Delta => Op::Upsert,
+        Mode::Delta if disabled => Some(Op::Delete),
+        Mode::Delta => Some(Op::Upsert),
     }
 }
 
 /// Maps one page into batches. Pure: the handler publishes the result.
 pub fn map(rules: &MappingRules, limits: &xaas_core::limits::Limits, page: &Page) -> MappedPage {
     let mode = page.options.mode;
-    let (upserts, deletes): (Vec<Value>, Vec<Value>) =
-        page.users.iter().cloned().partition(|u| op_for(mode, u) == Op::Upsert);
-    let up = map_page(rules, &upserts, Op::Upsert);
-    let mut down = map_page(rules, &deletes, Op::Delete);
+    let (mut upserts, mut deletes, mut skipped) = (Vec::new(), Vec::new(), 0u32);
+    for user in &page.users {
+        match op_for(mode, user) {
+            Some(Op::Upsert) => upserts.push(user.clone()),
+            Some(Op::Delete) => deletes.push(user.clone()),
+            None => skipped += 1,
+        }
+    }
+    let mut up = map_page(rules, &upserts, Op::Upsert);
+    up.filtered_out += skipped;
+    // (Not in the round that reads the full state: there the filter just
+    // filters, and reconciliation deactivates who is out of scope.)
+    if mode == Mode::Delta && !page.options.full_state {
+        // A changed user who no longer passes the filter (moved to another
+        // department) has left the sync's scope: deactivate them, as a full
+        // run's reconciliation would. The uploader drops deletes for users
+        // that are not active in Okta.
+        let (left, _) = upserts.into_iter().partition::<Vec<_>, _>(|u| !rules.filter.matches(u));
+        up.filtered_out -= left.len() as u32;
+        deletes.extend(left);
+    }
+    let unfiltered = MappingRules { mapping: rules.mapping.clone(), filter: Filter::none() };
+    let delete_rules = if mode == Mode::Delta && !page.options.full_state { &unfiltered } else { rules };
+    let mut down = map_page(delete_rules, &deletes, Op::Delete);
     let mut rejected = up.rejected;
     rejected.append(&mut down.rejected);
 
@@ -132,5 +158,64 @@ pub async fn handle(deps: &Deps, page: Page, ctx: &Ctx) -> Outcome {
             Outcome::Ack
         }
         Err(e) => stage::retry(deps, ctx, &page.run_id, &page.sync, "mapper", e.to_string()).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+    use xaas_core::limits::Limits;
+    use xaas_core::mapping::Mapping;
+    use xaas_core::{RunId, RunOptions, SyncName};
+
+    use super::*;
+
+    fn rules() -> MappingRules {
+        let filter = BTreeMap::from([("department".to_string(), json!("Okta Workflows"))]);
+        MappingRules { mapping: Mapping::original_workflow("id").unwrap(), filter: Filter::new(filter).unwrap() }
+    }
+
+    fn user(id: &str, department: &str, enabled: bool) -> Value {
+        json!({"id": id, "userPrincipalName": format!("{id}@x.example"), "mail": format!("{id}@x.example"),
+               "givenName": "A", "surname": "B", "department": department, "accountEnabled": enabled})
+    }
+
+    fn page(mode: Mode, users: Vec<Value>) -> Page {
+        Page {
+            v: 1,
+            run_id: RunId::parse("r").unwrap(),
+            sync: SyncName::parse("demo").unwrap(),
+            options: RunOptions { mode, ..RunOptions::default() },
+            seq: 0,
+            last: true,
+            users,
+            removed: vec![],
+            delta_link: None,
+        }
+    }
+
+    fn ops(m: &MappedPage) -> Vec<(Op, Vec<String>)> {
+        m.batches.iter().map(|b| (b.op, b.profiles.iter().map(|p| p.external_id.to_string()).collect())).collect()
+    }
+
+    #[test]
+    fn a_delta_user_who_left_the_filter_is_deactivated_and_a_full_run_just_filters() {
+        let users = vec![
+            user("stay", "Okta Workflows", true),
+            user("moved", "Sales", true),
+            user("off", "Okta Workflows", false),
+        ];
+        let delta = map(&rules(), &Limits::OKTA, &page(Mode::Delta, users.clone()));
+        assert_eq!(
+            ops(&delta),
+            vec![(Op::Upsert, vec!["stay".into()]), (Op::Delete, vec!["off".into(), "moved".into()])]
+        );
+        assert_eq!(delta.filtered_out, 0);
+        let full = map(&rules(), &Limits::OKTA, &page(Mode::Full, users));
+        // Disabled users are never upserted, whatever the source's $filter.
+        assert_eq!(ops(&full), vec![(Op::Upsert, vec!["stay".into()])]);
+        assert_eq!(full.filtered_out, 2);
     }
 }

@@ -626,11 +626,13 @@ impl Uploader {
                             let kind = EventKind::SessionFinished {
                                 session_id: session_id.into(),
                                 status: SessionStatus::Closed,
+                                empty: true,
                             };
                             return self.record(run, kind).await;
                         }
                         status => {
-                            let kind = EventKind::SessionFinished { session_id: session_id.into(), status };
+                            let kind =
+                                EventKind::SessionFinished { session_id: session_id.into(), status, empty: false };
                             return self.record(run, kind).await;
                         }
                     }
@@ -697,11 +699,13 @@ impl Uploader {
                 sessions.iter().filter(|s| self.ledger().awaiting().contains(s)).cloned().collect::<Vec<_>>()
             {
                 let status = self.follow(&session_id).await?;
-                self.record(&run, EventKind::SessionFinished { session_id: session_id.clone(), status }).await?;
+                let kind = EventKind::SessionFinished { session_id: session_id.clone(), status, empty: false };
+                self.record(&run, kind).await?;
             }
             for session_id in &sessions {
                 match self.ledger().session_status(session_id) {
                     Some(SessionStatus::Completed) => {}
+                    Some(SessionStatus::Closed) if self.ledger().was_cancelled_empty(session_id) => {}
                     Some(status) => failed.push(format!("session {session_id} ended {}", status.as_str())),
                     None => failed.push(format!("session {session_id} has no known outcome")),
                 }
