@@ -140,10 +140,7 @@ impl Env {
 
     /// Starts `xaas worker <role>`, its log in `<dir>/<label>.log`.
     pub fn spawn_worker(&mut self, role: &str, label: &str) {
-        let log = std::fs::File::create(self.log_path(label)).unwrap();
-        let child =
-            self.xaas().args(["worker", role]).stdout(Stdio::null()).stderr(log).spawn().expect("worker starts");
-        self.workers.push((label.to_string(), child));
+        self.spawn_xaas(label, &["worker", role], &[]);
     }
 
     pub fn log_path(&self, label: &str) -> PathBuf {
@@ -425,16 +422,7 @@ impl Env {
     /// Starts `xaas worker <role>` like [`Env::spawn_worker`], with `env`
     /// changed: `Some(value)` sets a variable, `None` removes it.
     pub fn spawn_worker_env(&mut self, role: &str, label: &str, env: &[(&str, Option<&str>)]) {
-        let log = std::fs::File::create(self.log_path(label)).unwrap();
-        let mut cmd = self.xaas();
-        for (key, value) in env {
-            match value {
-                Some(v) => cmd.env(key, v),
-                None => cmd.env_remove(key),
-            };
-        }
-        let child = cmd.args(["worker", role]).stdout(Stdio::null()).stderr(log).spawn().expect("worker starts");
-        self.workers.push((label.to_string(), child));
+        self.spawn_xaas(label, &["worker", role], env);
     }
 
     /// Whether the worker process is still running.
