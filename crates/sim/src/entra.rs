@@ -173,7 +173,7 @@ async fn expire_tokens(State(state): State<Shared>) -> Response {
 
 /// An error of the token endpoint, rendered as Entra renders it.
 #[derive(Debug, PartialEq)]
-struct TokenError {
+pub(crate) struct TokenError {
     status: StatusCode,
     error: &'static str,
     code: u32,
@@ -181,7 +181,7 @@ struct TokenError {
 }
 
 impl TokenError {
-    fn new(status: StatusCode, error: &'static str, code: u32, description: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: &'static str, code: u32, description: impl Into<String>) -> Self {
         TokenError { status, error, code, description: description.into() }
     }
 
@@ -194,7 +194,7 @@ impl TokenError {
         )
     }
 
-    fn into_response(self, correlation_id: String) -> Response {
+    pub(crate) fn into_response(self, correlation_id: String) -> Response {
         let trace_id = uuid::Uuid::new_v4().to_string();
         let now = OffsetDateTime::now_utc();
         let timestamp =

@@ -36,7 +36,6 @@ use axum::routing::get;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::app::Shared;
@@ -259,6 +258,7 @@ pub async fn inject(State((state, service)): State<(Shared, Service)>, req: Requ
         return next.run(req).await;
     }
     let (delay, verdict, after_acting) = state.faults.draw_timed(service);
+    let req_ids = crate::graph::RequestIds::from_headers(req.headers());
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -267,14 +267,14 @@ pub async fn inject(State((state, service)): State<(Shared, Service)>, req: Requ
         let _served = next.run(req).await;
         return match verdict {
             Verdict::Drop => dropped(),
-            _ => server_error(&state, service),
+            _ => server_error(&state, service, req_ids),
         };
     }
     match verdict {
         Verdict::Serve => next.run(req).await,
         Verdict::Drop => dropped(),
         Verdict::TooManyRequests => too_many_requests(&state, service),
-        Verdict::ServerError => server_error(&state, service),
+        Verdict::ServerError => server_error(&state, service, req_ids),
     }
 }
 
@@ -288,29 +288,27 @@ fn dropped() -> Response {
 fn too_many_requests(state: &Shared, service: Service) -> Response {
     match service {
         Service::Okta => okta_injected(state, OktaError::rate_limited(), true),
+        // The throttling sample of Graph's docs, with its extra innerError fields.
         Service::Graph => {
             let body = serde_json::json!({"error": {
                 "code": "TooManyRequests",
                 "message": "Please retry again later.",
                 "innerError": {
                     "code": "429",
-                    "date": graph_date(),
+                    "date": crate::graph::inner_error_date(),
                     "message": "Please retry after",
                     "request-id": uuid::Uuid::new_v4().to_string(),
                     "status": "429",
                 },
             }});
-            with_retry_after(StatusCode::TOO_MANY_REQUESTS, body)
+            with_retry_after((StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response())
         }
         // The sandbox's approximation of a throttled Entra token endpoint.
-        Service::Entra => with_retry_after(
+        Service::Entra => with_retry_after(entra_error(
             StatusCode::TOO_MANY_REQUESTS,
-            entra_error(
-                "temporarily_unavailable",
-                90055,
-                "The request was throttled. Retry after the Retry-After period.",
-            ),
-        ),
+            90055,
+            "The request was throttled. Retry after the Retry-After period.",
+        )),
     }
 }
 
@@ -328,61 +326,31 @@ fn okta_injected(state: &Shared, error: OktaError, exhausted: bool) -> Response 
     response
 }
 
-fn server_error(state: &Shared, service: Service) -> Response {
+fn server_error(state: &Shared, service: Service, ids: crate::graph::RequestIds) -> Response {
     match service {
         Service::Okta => okta_injected(state, OktaError::internal(), false),
-        Service::Graph => {
-            let body = serde_json::json!({"error": {
-                "code": "serviceNotAvailable",
-                "message": "Service is temporarily unavailable. Please retry later.",
-                "innerError": {
-                    "date": graph_date(),
-                    "request-id": uuid::Uuid::new_v4().to_string(),
-                    "client-request-id": uuid::Uuid::new_v4().to_string(),
-                },
-            }});
-            with_retry_after(StatusCode::SERVICE_UNAVAILABLE, body)
+        Service::Graph => with_retry_after(
+            crate::graph::GraphError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "serviceNotAvailable",
+                "Service is temporarily unavailable. Please retry later.",
+            )
+            .into_response(&ids),
+        ),
+        Service::Entra => {
+            entra_error(StatusCode::SERVICE_UNAVAILABLE, 90033, "A transient error has occurred. Please try again.")
         }
-        Service::Entra => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(entra_error("temporarily_unavailable", 90033, "A transient error has occurred. Please try again.")),
-        )
-            .into_response(),
     }
 }
 
-/// Graph's `innerError.date`: ISO 8601 without an offset.
-fn graph_date() -> String {
-    let t = OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
-fn entra_error(error: &str, code: u32, text: &str) -> serde_json::Value {
-    let trace = uuid::Uuid::new_v4();
-    let correlation = uuid::Uuid::new_v4();
-    // Entra writes its timestamps as `2016-01-09 02:02:12Z`.
-    let now = format!("{}Z", graph_date().replace('T', " "));
-    serde_json::json!({
-        "error": error,
-        "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {now}"),
-        "error_codes": [code],
-        "timestamp": now,
-        "trace_id": trace.to_string(),
-        "correlation_id": correlation.to_string(),
-    })
+/// Entra's token error, as the token endpoint itself writes it.
+fn entra_error(status: StatusCode, code: u32, text: &str) -> Response {
+    crate::entra::TokenError::new(status, "temporarily_unavailable", code, text)
+        .into_response(uuid::Uuid::new_v4().to_string())
 }
 
 /// Graph sends fractional seconds (e.g. `0.2`); so does the sandbox.
-fn with_retry_after(status: StatusCode, body: serde_json::Value) -> Response {
-    let mut response = (status, Json(body)).into_response();
+fn with_retry_after(mut response: Response) -> Response {
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("0.2"));
     response
 }

@@ -205,9 +205,7 @@ impl GraphError {
     }
 
     pub(crate) fn into_response(self, ids: &RequestIds) -> Response {
-        let date = OffsetDateTime::now_utc()
-            .format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"))
-            .unwrap_or_default();
+        let date = inner_error_date();
         let body = json!({
             "error": {
                 "code": self.code,
@@ -225,6 +223,13 @@ impl GraphError {
         }
         response
     }
+}
+
+/// Graph's `innerError.date`: ISO 8601 without an offset.
+pub(crate) fn inner_error_date() -> String {
+    OffsetDateTime::now_utc()
+        .format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"))
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
