@@ -51,6 +51,8 @@ struct Inner {
     syncs: std::sync::Mutex<BTreeSet<SyncName>>,
     /// Stops the connection-events logger on close.
     closed: CancellationToken,
+    /// Connection failures seen (see [`Broker::interruptions`]).
+    interruptions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Broker {
@@ -88,7 +90,8 @@ impl Broker {
         };
         tracing::info!(url = %url, name = %cfg.connection_name, "connected to RabbitMQ");
         let closed = CancellationToken::new();
-        tokio::spawn(log_connection_events(conn.events_listener(), url, closed.clone()));
+        let interruptions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(log_connection_events(conn.events_listener(), url, closed.clone(), Arc::clone(&interruptions)));
         let inner = Inner {
             topology: Topology::new(&cfg),
             publisher: Publisher::new(Arc::clone(&conn), cfg.confirm_timeout),
@@ -96,6 +99,7 @@ impl Broker {
             cfg,
             syncs: std::sync::Mutex::new(BTreeSet::new()),
             closed,
+            interruptions,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -199,8 +203,33 @@ impl Broker {
     }
 
     /// Starts consuming `queue` on a channel of its own, with manual acks and
-    /// at most `prefetch` unacknowledged deliveries.
+    /// at most `prefetch` unacknowledged deliveries. The stream survives
+    /// connection recoveries.
     pub async fn consume(&self, queue: &str, prefetch: u16, consumer_tag: &str) -> Result<Consumer, BrokerError> {
+        self.consumer(queue, prefetch, consumer_tag, true).await
+    }
+
+    /// Like [`Broker::consume`], but the stream ends with an error at the
+    /// first interruption instead of waiting for a recovery: for a consumer
+    /// that must stop acting the moment its deliveries can go to another
+    /// (the uploader, on a single-active-consumer queue).
+    pub async fn consume_once(&self, queue: &str, prefetch: u16, consumer_tag: &str) -> Result<Consumer, BrokerError> {
+        self.consumer(queue, prefetch, consumer_tag, false).await
+    }
+
+    /// Connection failures since the connection was made; a consumer that
+    /// started before one must assume its deliveries went elsewhere.
+    pub fn interruptions(&self) -> u64 {
+        self.inner.interruptions.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn consumer(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        consumer_tag: &str,
+        recovers: bool,
+    ) -> Result<Consumer, BrokerError> {
         let ch = self.channel(format!("opening a channel to consume {queue}")).await?;
         ch.basic_qos(prefetch, BasicQosOptions::default())
             .await
@@ -209,7 +238,7 @@ impl Broker {
             .basic_consume(queue.into(), consumer_tag.into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .map_err(BrokerError::amqp(format!("consuming from {queue}")))?;
-        Ok(Consumer::new(inner, ch, queue.to_owned(), self.inner.cfg.max_message_bytes))
+        Ok(Consumer::new(inner, ch, queue.to_owned(), self.inner.cfg.max_message_bytes, recovers))
     }
 
     /// Schedules `d` (consumed from `origin_queue`) to come back after a delay,
@@ -382,6 +411,7 @@ async fn log_connection_events(
     events: impl futures_lite::Stream<Item = Event> + Send + 'static,
     url: String,
     closed: CancellationToken,
+    interruptions: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut events = std::pin::pin!(events);
     loop {
@@ -403,6 +433,7 @@ async fn log_connection_events(
                 "unblocked"
             }
             Event::Error(e) => {
+                interruptions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tracing::warn!(url = %url, error = %e, "RabbitMQ connection error; recovering");
                 "error"
             }

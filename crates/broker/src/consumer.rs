@@ -143,12 +143,25 @@ pub struct Consumer {
     queue: String,
     max_bytes: usize,
     recovering: Option<Recovery>,
+    /// Wait for a recovery after an interruption (else end the stream).
+    recovers: bool,
     done: bool,
 }
 
 impl Consumer {
-    pub(crate) fn new(inner: lapin::Consumer, channel: Channel, queue: String, max_bytes: usize) -> Self {
-        Self { inner, channel, queue, max_bytes, recovering: None, done: false }
+    pub(crate) fn new(
+        inner: lapin::Consumer,
+        channel: Channel,
+        queue: String,
+        max_bytes: usize,
+        recovers: bool,
+    ) -> Self {
+        Self { inner, channel, queue, max_bytes, recovering: None, recovers, done: false }
+    }
+
+    /// Its channel is open: its deliveries can still be acknowledged.
+    pub fn is_open(&self) -> bool {
+        !self.done && self.channel.status().connected()
     }
 
     pub fn queue(&self) -> &str {
@@ -215,6 +228,12 @@ impl Stream for Consumer {
                 Poll::Ready(Some(Ok(d))) => {
                     let incoming = Incoming::new(d, this.queue.clone(), this.max_bytes);
                     return Poll::Ready(Some(Ok(incoming)));
+                }
+                Poll::Ready(Some(Err(e))) if !this.recovers => {
+                    this.done = true;
+                    tracing::warn!(queue = %this.queue, error = %e, "consumer interrupted");
+                    let context = format!("consuming from {}", this.queue);
+                    return Poll::Ready(Some(Err(BrokerError::amqp(context)(e))));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(queue = %this.queue, error = %e, "consumer interrupted, waiting for recovery");

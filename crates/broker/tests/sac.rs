@@ -21,6 +21,8 @@ fn batch(sync: &xaas_core::SyncName, page_seq: u32) -> Batch {
         profiles: Vec::new(),
         rejected: Vec::new(),
         delta_link: None,
+        copy: Default::default(),
+        parent: None,
     }
 }
 

@@ -7,8 +7,13 @@
 //! - A delete is **queued**: deactivations go out only once every page of
 //!   the run is in and the guards pass (see `reconcile`).
 //! - The same externalId met twice in one run means two different things:
-//!   - in a full or deactivate run it is two source users claiming one Okta
-//!     user: the first is kept, later ones are **refused** as duplicates;
+//!   - in a full or deactivate run, met twice by one read of the page chain,
+//!     it is two source users claiming one Okta user: the first is kept,
+//!     later ones are **refused** as duplicates. Met on two reads of the
+//!     chain (two copies of a page, two branches of a fork: see `lineage`)
+//!     it is one user read twice, handled like a delta replay below; when
+//!     the links between the two reads are not known yet, it is taken as a
+//!     re-read, so that nobody is refused for a crash upstream;
 //!   - in a delta run it is Graph replaying an object (its delta rounds may
 //!     show one user several times, in no guaranteed order): the copy on the
 //!     latest page wins. An older copy met after a newer one is unchanged
@@ -21,7 +26,8 @@
 use std::collections::HashMap;
 
 use crate::ids::ExternalId;
-use crate::ledger::{Fate, RunProgress};
+use crate::ledger::{Fate, RunProgress, Seen};
+use crate::lineage::{CopyId, Lineage, PageRef, Relation};
 use crate::messages::{Action, Batch, Mode, OktaProfile, Op, ProfileChange};
 use crate::roster::{Digest, Roster};
 
@@ -29,8 +35,15 @@ use crate::roster::{Digest, Roster};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
     pub page: u32,
+    pub copy: CopyId,
     /// `None` for a delete.
     pub digest: Option<Digest>,
+}
+
+impl Queued {
+    pub fn at(&self) -> PageRef {
+        (self.page, self.copy)
+    }
 }
 
 /// What becomes of the remaining positions of one batch.
@@ -50,16 +63,19 @@ pub struct Sorted {
 }
 
 /// Sorts `remaining` (position, profile) of `batch`. `run` is what the run
-/// has accounted for so far; `queued` the profiles queued in this process.
+/// has accounted for so far; `queued` the profiles queued in this process;
+/// `lineage` every copy of the run's pages received, this batch's included.
 pub fn sort_batch(
     batch: &Batch,
     remaining: Vec<(u32, OktaProfile)>,
     run: Option<&RunProgress>,
     roster: &Roster,
     queued: &HashMap<ExternalId, Queued>,
+    lineage: &Lineage,
 ) -> Sorted {
     let options = &batch.options;
     let page = batch.page_seq;
+    let at = (page, batch.copy);
     let replays = options.mode == Mode::Delta;
     let mut out = Sorted::default();
     // What this batch itself decided, for an id it holds twice.
@@ -70,10 +86,13 @@ pub fn sort_batch(
         let pending = here.get(&id).or_else(|| queued.get(&id));
         let digest = (batch.op == Op::Upsert).then(|| Digest::of(&profile.profile.clone().unwrap_or_default()));
         if !replays {
-            let earlier = accounted.map(|s| s.page).or(pending.map(|q| q.page));
-            if let Some(first) = earlier {
+            let earlier = accounted.map(Seen::at).or(pending.map(Queued::at));
+            if let Some(first) = earlier
+                && lineage.relation(first, at) == Relation::SameRead
+            {
                 let reason = format!(
-                    "duplicate externalId: a user on page {first} of this run has the same externalId; the first was kept"
+                    "duplicate externalId: a user on page {} of this run has the same externalId; the first was kept",
+                    first.0
                 );
                 out.refused.push((index, id, reason));
                 continue;
@@ -88,7 +107,7 @@ pub fn sort_batch(
         }
         match batch.op {
             Op::Delete => {
-                here.insert(id.clone(), Queued { page, digest: None });
+                here.insert(id.clone(), Queued { page, copy: batch.copy, digest: None });
                 out.queued_deletes.push((index, id));
             }
             Op::Upsert => {
@@ -113,7 +132,7 @@ pub fn sort_batch(
                     Some(old) => (Action::Update, digest.changed_since(old)),
                     None => (Action::Create, Vec::new()),
                 };
-                here.insert(id.clone(), Queued { page, digest: Some(digest.clone()) });
+                here.insert(id.clone(), Queued { page, copy: batch.copy, digest: Some(digest.clone()) });
                 let change = ProfileChange { external_id: id, action, changed, digest: Some(digest) };
                 out.send.push((index, profile, change));
             }
@@ -163,7 +182,13 @@ mod tests {
             profiles,
             rejected: vec![],
             delta_link: None,
+            copy: CopyId::LEGACY,
+            parent: None,
         }
+    }
+
+    fn sort(b: &Batch, run: Option<&RunProgress>, r: &Roster, queued: &HashMap<ExternalId, Queued>) -> Sorted {
+        sort_batch(b, positions(b), run, r, queued, &Lineage::default())
     }
 
     fn roster(entries: &[(&str, &str)]) -> Roster {
@@ -186,7 +211,7 @@ mod tests {
     fn unchanged_profiles_are_not_sent_and_changed_ones_say_what_changed() {
         let r = roster(&[("a", "Cork"), ("b", "Cork")]);
         let b = batch(Mode::Full, 0, Op::Upsert, vec![profile("a", "Cork"), profile("b", "Galway"), profile("c", "X")]);
-        let sorted = sort_batch(&b, positions(&b), None, &r, &HashMap::new());
+        let sorted = sort(&b, None, &r, &HashMap::new());
         assert_eq!(sorted.unchanged, vec![(0, ExternalId::parse("a").unwrap())]);
         let sent: Vec<(&str, Action, Vec<String>)> =
             sorted.send.iter().map(|(_, p, c)| (p.external_id.as_str(), c.action, c.changed.clone())).collect();
@@ -194,16 +219,17 @@ mod tests {
         // --force sends everyone.
         let mut forced = b.clone();
         forced.options.force = true;
-        assert_eq!(sort_batch(&forced, positions(&forced), None, &r, &HashMap::new()).send.len(), 3);
+        assert_eq!(sort(&forced, None, &r, &HashMap::new()).send.len(), 3);
     }
 
     #[test]
     fn a_full_run_refuses_a_second_user_with_the_same_external_id() {
         let r = roster(&[]);
         // "a" is queued here from page 0; page 3 brings it again.
-        let queued = HashMap::from([(ExternalId::parse("a").unwrap(), Queued { page: 0, digest: None })]);
+        let queued =
+            HashMap::from([(ExternalId::parse("a").unwrap(), Queued { page: 0, copy: CopyId::LEGACY, digest: None })]);
         let b = batch(Mode::Full, 3, Op::Upsert, vec![profile("a", "Cork"), profile("b", "Cork")]);
-        let sorted = sort_batch(&b, positions(&b), None, &r, &queued);
+        let sorted = sort(&b, None, &r, &queued);
         assert_eq!(sorted.refused.len(), 1);
         assert!(sorted.refused[0].2.starts_with("duplicate externalId: a user on page 0"), "{}", sorted.refused[0].2);
         assert_eq!(sorted.send.len(), 1);
@@ -213,12 +239,21 @@ mod tests {
             sync(),
             OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
             EventKind::ProfilesUnchanged {
-                pieces: vec![Piece { page_seq: 1, part: 0, parts: 1, len: 1, total_pages: None, from: 0, to: 1 }],
+                pieces: vec![Piece {
+                    page_seq: 1,
+                    part: 0,
+                    parts: 1,
+                    len: 1,
+                    total_pages: None,
+                    from: 0,
+                    to: 1,
+                    ..Default::default()
+                }],
                 external_ids: vec![ExternalId::parse("b").unwrap()],
             },
         )];
         let ledger = Ledger::replay(sync(), &events);
-        let sorted = sort_batch(&b, positions(&b), ledger.run(&run_id()), &r, &queued);
+        let sorted = sort(&b, ledger.run(&run_id()), &r, &queued);
         assert_eq!(sorted.refused.len(), 2);
     }
 
@@ -228,22 +263,57 @@ mod tests {
         // Page 5 already sent a newer "a"; page 2's older copy is superseded.
         let queued = HashMap::from([(
             ExternalId::parse("a").unwrap(),
-            Queued { page: 5, digest: Some(Digest::of(&profile("a", "Galway").profile.unwrap())) },
+            Queued {
+                page: 5,
+                copy: CopyId::LEGACY,
+                digest: Some(Digest::of(&profile("a", "Galway").profile.unwrap())),
+            },
         )]);
         let old = batch(Mode::Delta, 2, Op::Upsert, vec![profile("a", "Dublin")]);
-        let sorted = sort_batch(&old, positions(&old), None, &r, &queued);
+        let sorted = sort(&old, None, &r, &queued);
         assert_eq!(sorted.unchanged.len(), 1);
         assert!(sorted.refused.is_empty(), "a replay is not a duplicate");
         // Page 7 repeats what page 5 sent: nothing to send.
         let same = batch(Mode::Delta, 7, Op::Upsert, vec![profile("a", "Galway")]);
-        assert_eq!(sort_batch(&same, positions(&same), None, &r, &queued).unchanged.len(), 1);
+        assert_eq!(sort(&same, None, &r, &queued).unchanged.len(), 1);
         // Page 7 changes it again: sent after what is queued.
         let newer = batch(Mode::Delta, 7, Op::Upsert, vec![profile("a", "Limerick")]);
-        let sorted = sort_batch(&newer, positions(&newer), None, &r, &queued);
+        let sorted = sort(&newer, None, &r, &queued);
         assert_eq!(sorted.send.len(), 1);
         assert!(sorted.flush_first);
         // A later removal is queued for the end of the run.
         let gone = batch(Mode::Delta, 8, Op::Delete, vec![OktaProfile { profile: None, ..profile("a", "") }]);
-        assert_eq!(sort_batch(&gone, positions(&gone), None, &r, &queued).queued_deletes.len(), 1);
+        assert_eq!(sort(&gone, None, &r, &queued).queued_deletes.len(), 1);
+    }
+
+    #[test]
+    fn a_user_read_twice_by_a_redelivered_page_is_not_a_duplicate() {
+        let r = roster(&[("a", "Cork")]);
+        let (first, second) = (CopyId::from_u64(11), CopyId::from_u64(21));
+        let mut lineage = Lineage::default();
+        lineage.note((0, CopyId::from_u64(10)), None, false);
+        lineage.note((1, first), Some(CopyId::from_u64(10)), false);
+        lineage.note((1, second), Some(CopyId::from_u64(10)), false);
+        // Copy 11 of page 1 queued "a" (changed); copy 21 of page 1 brings it again.
+        let digest = Digest::of(&profile("a", "Galway").profile.unwrap());
+        let queued =
+            HashMap::from([(ExternalId::parse("a").unwrap(), Queued { page: 1, copy: first, digest: Some(digest) })]);
+        let mut again = batch(Mode::Full, 1, Op::Upsert, vec![profile("a", "Galway")]);
+        again.copy = second;
+        let sorted = sort_batch(&again, positions(&again), None, &r, &queued, &lineage);
+        assert!(sorted.refused.is_empty(), "{:?}", sorted.refused);
+        assert_eq!(sorted.unchanged.len(), 1, "the same profile as the first read: nothing to send");
+        // Read again with another profile: the later read is sent.
+        let mut changed = batch(Mode::Full, 1, Op::Upsert, vec![profile("a", "Limerick")]);
+        changed.copy = second;
+        let sorted = sort_batch(&changed, positions(&changed), None, &r, &queued, &lineage);
+        assert_eq!(sorted.send.len(), 1);
+        assert!(sorted.flush_first, "the first read's copy goes out first");
+        // On one read of the chain, the same externalId twice is still a duplicate.
+        let mut later = batch(Mode::Full, 2, Op::Upsert, vec![profile("a", "Galway")]);
+        later.copy = CopyId::from_u64(12);
+        later.parent = Some(first);
+        lineage.note((2, later.copy), later.parent, false);
+        assert_eq!(sort_batch(&later, positions(&later), None, &r, &queued, &lineage).refused.len(), 1);
     }
 }

@@ -37,6 +37,7 @@ use crate::limits::Limits;
 use crate::mapping::{Filter, Mapping, MappingRules, RuleError};
 use crate::messages::Mode;
 use crate::reconcile::Guards;
+use crate::upload::RetryBudget;
 
 /// Looks up one environment variable.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -106,6 +107,9 @@ pub struct SyncConfig {
     pub limits: Limits,
     /// `[syncs.<name>.guards]`: how much one run may deactivate.
     pub guards: Guards,
+    /// `[syncs.<name>.retry]`: how long a failing Okta call is retried
+    /// before its run fails.
+    pub retry: RetryBudget,
 }
 
 impl SyncConfig {
@@ -295,6 +299,7 @@ fn parse_sync(name: SyncName, mut sec: Section<'_>, env: EnvLookup<'_>, files: F
     let target = sec.section("target")?;
     let limits = sec.section("limits")?;
     let guards = sec.section("guards")?;
+    let retry = sec.section("retry")?;
     sec.finish()?;
 
     let rules = parse_rules(&name, mapping, filter)?;
@@ -303,6 +308,7 @@ fn parse_sync(name: SyncName, mut sec: Section<'_>, env: EnvLookup<'_>, files: F
         target: parse_target(&name, target, env, files)?,
         limits: parse_limits(limits)?,
         guards: parse_guards(guards)?,
+        retry: parse_retry(retry)?,
         rules,
         schedule,
         schedule_mode,
@@ -333,6 +339,27 @@ fn parse_guards(mut sec: Section<'_>) -> Result<Guards> {
     };
     sec.finish()?;
     Ok(Guards { max_deactivations, max_deactivations_percent })
+}
+
+/// `attempts` (at least 1) and `within` (a duration, at least 1 s).
+fn parse_retry(mut sec: Section<'_>) -> Result<RetryBudget> {
+    let defaults = RetryBudget::DEFAULT;
+    let attempts = match sec.take("attempts") {
+        Some(s) => u32::try_from(s.int_in(1, 1000)?).unwrap_or(defaults.attempts),
+        None => defaults.attempts,
+    };
+    let within = match sec.take("within") {
+        Some(s) => {
+            let d = s.duration()?;
+            if d < Duration::from_secs(1) {
+                return Err(s.invalid(format!("{} is too short; give at least 1s", humantime::format_duration(d))));
+            }
+            d
+        }
+        None => defaults.within,
+    };
+    sec.finish()?;
+    Ok(RetryBudget { attempts, within })
 }
 
 fn parse_rules(name: &SyncName, mut mapping: Section<'_>, filter: Section<'_>) -> Result<MappingRules> {
@@ -1277,6 +1304,23 @@ mod tests {
         let empty = parse("", &env_of(&[])).unwrap();
         let err = empty.sync(&SyncName::parse("demo").unwrap()).unwrap_err();
         assert!(err.to_string().ends_with("configured syncs: none (add a [syncs.<name>] table to xaas.toml)"), "{err}");
+    }
+
+    #[test]
+    fn the_retry_budget_has_defaults_and_refuses_nonsense() {
+        let config = parse(MINIMAL, &with_secrets(&[])).unwrap();
+        assert_eq!(demo(&config).retry, RetryBudget::DEFAULT);
+        let text = format!("{MINIMAL}\n[syncs.demo.retry]\nattempts = 3\nwithin = \"20s\"\n");
+        let retry = demo(&parse(&text, &with_secrets(&[])).unwrap()).retry;
+        assert_eq!(retry, RetryBudget { attempts: 3, within: Duration::from_secs(20) });
+        let text = format!("{MINIMAL}\n[syncs.demo.retry]\nattempts = 0\n");
+        let err = parse(&text, &with_secrets(&[])).unwrap_err().to_string();
+        assert!(err.starts_with("syncs.demo.retry.attempts:"), "{err}");
+        let text = format!("{MINIMAL}\n[syncs.demo.retry]\nwithin = \"10ms\"\n");
+        let err = parse(&text, &with_secrets(&[])).unwrap_err().to_string();
+        assert!(err.starts_with("syncs.demo.retry.within:"), "{err}");
+        let text = format!("{MINIMAL}\n[syncs.demo.retry]\ntries = 3\n");
+        assert!(parse(&text, &with_secrets(&[])).unwrap_err().to_string().contains("syncs.demo.retry.tries"));
     }
 
     #[test]

@@ -20,11 +20,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use time::OffsetDateTime;
-
 use crate::ids::{ExternalId, RunId, SyncName};
+use crate::lineage::{CopyId, Lineage, PageRef};
 use crate::messages::{Batch, EventKind, OktaProfile, Op, Piece, ProfileChange, RunEvent, RunOptions, SessionStatus};
 use crate::roster::Digest;
+use crate::upload::clock::TriggerTime;
 
 /// The page number of a run's deactivation list: it is packed and tracked
 /// like the batches of a page after the last one, so a crash in the middle
@@ -51,7 +51,15 @@ pub enum Fate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub page: u32,
+    /// Which read of the page (`lineage`).
+    pub copy: CopyId,
     pub fate: Fate,
+}
+
+impl Seen {
+    pub fn at(&self) -> PageRef {
+        (self.page, self.copy)
+    }
 }
 
 /// The session the uploader is loading into.
@@ -112,8 +120,9 @@ impl PageProgress {
 /// One run's progress, as far as the uploader is concerned.
 #[derive(Debug, Clone, Default)]
 pub struct RunProgress {
-    total_pages: Option<u32>,
-    pages: BTreeMap<u32, PageProgress>,
+    /// Every copy of every page met so far, and how they descend.
+    lineage: Lineage,
+    pages: BTreeMap<PageRef, PageProgress>,
     /// Sessions that carry data of this run, in order.
     pub sessions: Vec<String>,
     pub completed: bool,
@@ -133,16 +142,19 @@ pub struct RunProgress {
 }
 
 impl RunProgress {
-    /// Every page of the run is known and fully accounted for.
+    /// Every page of one lineage of the run, from page 0 to a last page, is
+    /// fully accounted for (`lineage`).
     pub fn is_loaded(&self) -> bool {
-        match self.total_pages {
-            Some(total) => (0..total).all(|p| self.pages.get(&p).is_some_and(PageProgress::is_complete)),
-            None => false,
-        }
+        self.lineage.complete_chain(|p| self.page_complete(p)).is_some()
     }
 
-    pub fn total_pages(&self) -> Option<u32> {
-        self.total_pages
+    fn page_complete(&self, page: PageRef) -> bool {
+        self.pages.get(&page).is_some_and(PageProgress::is_complete)
+    }
+
+    /// The run's pages and how they descend from each other.
+    pub fn lineage(&self) -> &Lineage {
+        &self.lineage
     }
 
     /// The run reads Graph's full state (a full run, or a delta run's initial
@@ -187,14 +199,14 @@ impl RunProgress {
     /// hides what the run already did with the user (it refused a later
     /// copy), and a copy found unchanged after an upsert keeps the upsert
     /// (it is the same profile, and the roster must learn it).
-    fn note(&mut self, id: ExternalId, page: u32, fate: Fate) {
+    fn note(&mut self, id: ExternalId, (page, copy): PageRef, fate: Fate) {
         let fate = match (self.ids.get(&id), fate) {
             (Some(_), Fate::Refused) => return,
             (Some(seen), _) if seen.page > page => return,
             (Some(Seen { fate: sent @ Fate::Upserted { .. }, .. }), Fate::Unchanged) => sent.clone(),
             (_, fate) => fate,
         };
-        self.ids.insert(id, Seen { page, fate });
+        self.ids.insert(id, Seen { page, copy, fate });
     }
 
     /// Drops the per-user detail of a run that is over.
@@ -206,10 +218,12 @@ impl RunProgress {
     }
 
     fn cover(&mut self, piece: &Piece) {
-        if let Some(total) = piece.total_pages {
-            self.total_pages = Some(total);
+        let at = (piece.page_seq, piece.copy);
+        if piece.page_seq != DEACTIVATION_PAGE {
+            let last = piece.total_pages == Some(piece.page_seq.saturating_add(1));
+            self.lineage.note(at, piece.parent, last);
         }
-        let page = self.pages.entry(piece.page_seq).or_default();
+        let page = self.pages.entry(at).or_default();
         page.parts = piece.parts;
         let part = page.by_part.entry(piece.part).or_default();
         part.len = piece.len;
@@ -222,7 +236,7 @@ impl RunProgress {
 pub struct Ledger {
     sync: SyncName,
     session: Option<OpenSession>,
-    last_trigger: Option<OffsetDateTime>,
+    last_trigger: Option<TriggerTime>,
     /// Triggered sessions whose final status has not been recorded yet.
     awaiting: Vec<String>,
     /// The final status of every session that reached one.
@@ -286,7 +300,7 @@ impl Ledger {
                 let run = self.runs.entry(e.run_id.clone()).or_default();
                 pieces.iter().for_each(|p| run.cover(p));
                 for (r, page) in refused.iter().zip(pages_of(pieces)) {
-                    if page == DEACTIVATION_PAGE {
+                    if page.0 == DEACTIVATION_PAGE {
                         continue;
                     }
                     if let Some(id) = r.external_id.as_deref().and_then(|id| ExternalId::parse(id).ok()) {
@@ -331,7 +345,7 @@ impl Ledger {
             EventKind::DeltaLinkReceived { delta_link } => {
                 self.runs.entry(e.run_id.clone()).or_default().delta_link = Some(delta_link.clone());
             }
-            EventKind::BatchEmpty { page_seq, part, parts, total_pages } => {
+            EventKind::BatchEmpty { page_seq, part, parts, total_pages, copy, parent } => {
                 let run = self.runs.entry(e.run_id.clone()).or_default();
                 run.cover(&Piece {
                     page_seq: *page_seq,
@@ -341,13 +355,15 @@ impl Ledger {
                     total_pages: *total_pages,
                     from: 0,
                     to: 0,
+                    copy: *copy,
+                    parent: *parent,
                 });
             }
-            EventKind::SessionTriggered { session_id, .. } => {
+            EventKind::SessionTriggered { session_id, okta_at, .. } => {
                 if self.session.as_ref().is_some_and(|s| &s.id == session_id) {
                     self.session = None;
                 }
-                self.last_trigger = Some(self.last_trigger.map_or(e.at, |t| t.max(e.at)));
+                self.last_trigger = Some(TriggerTime { session: session_id.clone(), local: e.at, okta: *okta_at });
                 if !self.awaiting.contains(session_id) {
                     self.awaiting.push(session_id.clone());
                 }
@@ -431,9 +447,10 @@ impl Ledger {
         &self.awaiting
     }
 
-    /// When the next session may be created, given Okta's cooldown.
-    pub fn next_create_at(&self, cooldown: std::time::Duration) -> Option<OffsetDateTime> {
-        self.last_trigger.map(|t| t + cooldown)
+    /// The last trigger: the next session may be created only after
+    /// Okta's cooldown from it (`upload::clock`).
+    pub fn last_trigger(&self) -> Option<&TriggerTime> {
+        self.last_trigger.as_ref()
     }
 
     pub fn run(&self, run: &RunId) -> Option<&RunProgress> {
@@ -445,8 +462,8 @@ impl Ledger {
         self.runs.get(run).is_some_and(|r| r.completed || r.failed)
     }
 
-    /// Whether part `part` of page `page` of `run` is fully accounted for.
-    pub fn part_done(&self, run: &RunId, page: u32, part: u32) -> bool {
+    /// Whether part `part` of copy `page` of `run` is fully accounted for.
+    pub fn part_done(&self, run: &RunId, page: PageRef, part: u32) -> bool {
         self.runs
             .get(run)
             .and_then(|r| r.pages.get(&page))
@@ -454,8 +471,8 @@ impl Ledger {
             .is_some_and(Coverage::is_complete)
     }
 
-    /// How many parts page `page` of `run` was cut into, if known.
-    pub fn page_parts(&self, run: &RunId, page: u32) -> Option<u32> {
+    /// How many parts copy `page` of `run` was cut into, if known.
+    pub fn page_parts(&self, run: &RunId, page: PageRef) -> Option<u32> {
         self.runs.get(run).and_then(|r| r.pages.get(&page)).map(|p| p.parts).filter(|&n| n > 0)
     }
 
@@ -465,7 +482,7 @@ impl Ledger {
         let coverage = self
             .runs
             .get(&batch.run_id)
-            .and_then(|r| r.pages.get(&batch.page_seq))
+            .and_then(|r| r.pages.get(&(batch.page_seq, batch.copy)))
             .and_then(|p| p.by_part.get(&batch.part));
         batch
             .profiles
@@ -479,7 +496,7 @@ impl Ledger {
 
     /// The batch's every position is accounted for.
     pub fn is_batch_done(&self, batch: &Batch) -> bool {
-        self.part_done(&batch.run_id, batch.page_seq, batch.part)
+        self.part_done(&batch.run_id, (batch.page_seq, batch.copy), batch.part)
     }
 
     /// Runs that are fully loaded but not yet completed or failed.
@@ -495,12 +512,12 @@ impl Ledger {
     }
 }
 
-/// The page of each position the pieces cover, in order.
-fn pages_of(pieces: &[Piece]) -> impl Iterator<Item = u32> + '_ {
-    pieces.iter().flat_map(|p| std::iter::repeat_n(p.page_seq, p.to.saturating_sub(p.from) as usize))
+/// The page copy of each position the pieces cover, in order.
+fn pages_of(pieces: &[Piece]) -> impl Iterator<Item = PageRef> + '_ {
+    pieces.iter().flat_map(|p| std::iter::repeat_n((p.page_seq, p.copy), p.to.saturating_sub(p.from) as usize))
 }
 
-fn note_change(run: &mut RunProgress, op: Op, session: &str, change: &ProfileChange, page: u32) {
+fn note_change(run: &mut RunProgress, op: Op, session: &str, change: &ProfileChange, page: PageRef) {
     match op {
         Op::Delete => {
             run.deactivated.insert(change.external_id.clone(), session.to_string());
@@ -514,6 +531,8 @@ fn note_change(run: &mut RunProgress, op: Op, session: &str, change: &ProfileCha
 
 #[cfg(test)]
 mod tests {
+    use time::OffsetDateTime;
+
     use super::*;
     use crate::messages::{Action, Rejected};
 
@@ -534,7 +553,7 @@ mod tests {
     }
 
     fn piece(page_seq: u32, part: u32, parts: u32, len: u32, from: u32, to: u32, total: Option<u32>) -> Piece {
-        Piece { page_seq, part, parts, len, total_pages: total, from, to }
+        Piece { page_seq, part, parts, len, total_pages: total, from, to, ..Default::default() }
     }
 
     fn batch(page_seq: u32, part: u32, parts: u32, n: u32) -> Batch {
@@ -556,6 +575,8 @@ mod tests {
                 .collect(),
             rejected: vec![],
             delta_link: None,
+            copy: CopyId::LEGACY,
+            parent: None,
         }
     }
 
@@ -593,11 +614,12 @@ mod tests {
         let events = vec![
             ev(0, EventKind::SessionOpened { session_id: "s1".into() }),
             ev(1, sending("s1", 1)),
-            ev(10, EventKind::SessionTriggered { session_id: "s1".into(), requests: 1 }),
+            ev(10, EventKind::SessionTriggered { session_id: "s1".into(), requests: 1, okta_at: Some(at(9)) }),
         ];
         let mut ledger = Ledger::replay(sync(), &events);
         assert_eq!(ledger.open_session(), None);
-        assert_eq!(ledger.next_create_at(std::time::Duration::from_secs(300)), Some(at(310)));
+        let trigger = ledger.last_trigger().unwrap();
+        assert_eq!((trigger.session.as_str(), trigger.local, trigger.okta), ("s1", at(10), Some(at(9))));
         assert_eq!(ledger.awaiting(), ["s1".to_string()]);
         ledger.apply(&ev(
             20,
@@ -643,7 +665,17 @@ mod tests {
         let mut ledger = Ledger::new(sync());
         let b = batch(0, 0, 1, 0);
         assert!(!ledger.is_batch_done(&b));
-        ledger.apply(&ev(0, EventKind::BatchEmpty { page_seq: 0, part: 0, parts: 1, total_pages: Some(1) }));
+        ledger.apply(&ev(
+            0,
+            EventKind::BatchEmpty {
+                page_seq: 0,
+                part: 0,
+                parts: 1,
+                total_pages: Some(1),
+                copy: CopyId::LEGACY,
+                parent: None,
+            },
+        ));
         assert!(ledger.is_batch_done(&b));
         assert!(ledger.run(&run()).unwrap().is_loaded());
     }

@@ -8,12 +8,14 @@ pub mod history;
 pub mod ids;
 pub mod ledger;
 pub mod limits;
+pub mod lineage;
 pub mod mapping;
 pub mod messages;
 pub mod packing;
 pub mod reconcile;
 pub mod report;
 pub mod roster;
+pub mod upload;
 pub mod validate;
 
 pub use ids::{ExternalId, IdError, RunId, SyncName};

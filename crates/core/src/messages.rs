@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::ids::{ExternalId, RunId, SyncName};
+use crate::lineage::CopyId;
 use crate::roster::Digest;
 
 /// The one message schema version this build speaks.
@@ -128,6 +129,44 @@ pub struct FetchPage {
     pub seq: u32,
     #[serde(default)]
     pub link: Option<String>,
+    /// The copy of page `seq - 1` whose next link `link` is (`lineage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<CopyId>,
+}
+
+impl FetchPage {
+    /// What reading this page brought: the `Page` to map, with its copy id
+    /// (`lineage`), and the request for the next page unless this one is
+    /// the last. Both go out before this request is acked.
+    pub fn answer(
+        &self,
+        users: Vec<serde_json::Value>,
+        removed: Vec<RemovedUser>,
+        next_link: Option<String>,
+        delta_link: Option<String>,
+    ) -> (Page, Option<FetchPage>) {
+        let mut page = Page {
+            v: MESSAGE_VERSION,
+            run_id: self.run_id.clone(),
+            sync: self.sync.clone(),
+            options: self.options.clone(),
+            seq: self.seq,
+            last: next_link.is_none(),
+            users,
+            removed,
+            delta_link,
+            copy: CopyId::LEGACY,
+            parent: self.parent,
+        };
+        page.copy = page.copy_id(next_link.as_deref());
+        let next = next_link.map(|link| FetchPage {
+            seq: self.seq + 1,
+            link: Some(link),
+            parent: Some(page.copy),
+            ..self.clone()
+        });
+        (page, next)
+    }
 }
 
 /// A user Graph reports as removed (`@removed` in a delta round).
@@ -156,6 +195,31 @@ pub struct Page {
     /// The `@odata.deltaLink` of the last page of a delta round.
     #[serde(default)]
     pub delta_link: Option<String>,
+    /// This read of the page (`lineage`): the same read twice has the same id.
+    #[serde(default)]
+    pub copy: CopyId,
+    /// The copy of page `seq - 1` this one was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<CopyId>,
+}
+
+impl Page {
+    /// The id of this read: what was read, from where, and what it leads to,
+    /// so that a re-read that saw the same users is the same copy.
+    pub fn copy_id(&self, next_link: Option<&str>) -> CopyId {
+        let users = serde_json::to_vec(&self.users).unwrap_or_default();
+        let removed = serde_json::to_vec(&self.removed).unwrap_or_default();
+        let parent = self.parent.map(|p| p.to_string()).unwrap_or_default();
+        CopyId::of(&[
+            self.run_id.as_str().as_bytes(),
+            &self.seq.to_le_bytes(),
+            parent.as_bytes(),
+            &users,
+            &removed,
+            next_link.unwrap_or_default().as_bytes(),
+            self.delta_link.as_deref().unwrap_or_default().as_bytes(),
+        ])
+    }
 }
 
 /// Which bulk endpoint a batch goes to.
@@ -251,6 +315,11 @@ pub struct Batch {
     /// The deltaLink to keep once the run completes (last page of a delta run).
     #[serde(default)]
     pub delta_link: Option<String>,
+    /// The copy of the page this batch was cut from, and its parent (`lineage`).
+    #[serde(default)]
+    pub copy: CopyId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<CopyId>,
 }
 
 /// Sent by the uploader to its own queue once every page of a run is
@@ -307,7 +376,7 @@ impl UploaderMessage {
 /// It also carries what the batch said about its page (`parts`, `len`,
 /// `total_pages`), so that replaying the events alone tells the uploader
 /// which pages are complete and how many there are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Piece {
     pub page_seq: u32,
     pub part: u32,
@@ -319,6 +388,11 @@ pub struct Piece {
     pub total_pages: Option<u32>,
     pub from: u32,
     pub to: u32,
+    /// The copy of the page, and the copy it was read from (`lineage`).
+    #[serde(default)]
+    pub copy: CopyId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<CopyId>,
 }
 
 /// Import status of an Okta identity source session, as the API spells it.
@@ -487,6 +561,10 @@ pub enum EventKind {
         parts: u32,
         #[serde(default)]
         total_pages: Option<u32>,
+        #[serde(default)]
+        copy: CopyId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<CopyId>,
     },
     /// Profiles Okta refused even after the batch was split to isolate them.
     /// `pieces` says which batch positions they were, so they count as
@@ -498,6 +576,10 @@ pub enum EventKind {
     SessionTriggered {
         session_id: String,
         requests: u32,
+        /// Okta's clock (the `Date` of its start-import answer), which the
+        /// cooldown is measured on (`upload::clock`).
+        #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+        okta_at: Option<OffsetDateTime>,
     },
     SessionFinished {
         session_id: String,
@@ -586,7 +668,7 @@ impl MessageId for FetchPage {
 
 impl MessageId for Page {
     fn message_id(&self) -> String {
-        format!("page:{}:{}:{}", self.sync, self.run_id, self.seq)
+        format!("page:{}:{}:{}:{}", self.sync, self.run_id, self.seq, self.copy)
     }
 }
 
@@ -598,7 +680,7 @@ impl MessageId for FinishRun {
 
 impl MessageId for Batch {
     fn message_id(&self) -> String {
-        format!("batch:{}:{}:{}:{}", self.sync, self.run_id, self.page_seq, self.part)
+        format!("batch:{}:{}:{}:{}:{}", self.sync, self.run_id, self.page_seq, self.copy, self.part)
     }
 }
 
@@ -653,7 +735,7 @@ mod tests {
     #[test]
     fn message_ids_are_deterministic() {
         let (run, sync) = ids();
-        let f = FetchPage { v: 1, run_id: run, sync, options: RunOptions::default(), seq: 3, link: None };
+        let f = FetchPage { v: 1, run_id: run, sync, options: RunOptions::default(), seq: 3, link: None, parent: None };
         assert_eq!(f.message_id(), f.clone().message_id());
         assert_eq!(f.message_id(), "fetch:demo:r1:3");
     }

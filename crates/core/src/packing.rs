@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use crate::limits::Limits;
+use crate::lineage::CopyId;
 use crate::messages::{OktaProfile, Op, Piece, Rejected};
 
 /// The body of `bulk-upsert` and `bulk-delete` (reference §4.1, §4.3).
@@ -130,7 +131,7 @@ fn too_large_rejection(profile: &OktaProfile, len: usize, limits: &Limits) -> Re
 }
 
 /// Where a queued batch came from, copied into every [`Piece`] of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PieceMeta {
     pub page_seq: u32,
     pub part: u32,
@@ -138,6 +139,9 @@ pub struct PieceMeta {
     /// Profiles in the batch.
     pub len: u32,
     pub total_pages: Option<u32>,
+    /// The copy of the page, and its parent (`lineage`).
+    pub copy: CopyId,
+    pub parent: Option<CopyId>,
 }
 
 /// One bulk request, ready to send.
@@ -157,6 +161,7 @@ pub struct Packed {
     pub oversized: bool,
 }
 
+#[derive(Debug)]
 struct Item {
     meta: PieceMeta,
     index: u32,
@@ -166,7 +171,7 @@ struct Item {
 
 /// The profiles of one op waiting for a request, with their total encoded
 /// size kept up to date so readiness is O(1).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<Item>,
     profile_bytes: usize,
@@ -215,7 +220,9 @@ impl Queue {
 fn extend_pieces(pieces: &mut Vec<Piece>, item: &Item) {
     let m = item.meta;
     match pieces.last_mut() {
-        Some(last) if last.page_seq == m.page_seq && last.part == m.part && last.to == item.index => {
+        Some(last)
+            if last.page_seq == m.page_seq && last.copy == m.copy && last.part == m.part && last.to == item.index =>
+        {
             last.to += 1;
         }
         _ => pieces.push(Piece {
@@ -226,6 +233,8 @@ fn extend_pieces(pieces: &mut Vec<Piece>, item: &Item) {
             total_pages: m.total_pages,
             from: item.index,
             to: item.index + 1,
+            copy: m.copy,
+            parent: m.parent,
         }),
     }
 }
@@ -233,6 +242,7 @@ fn extend_pieces(pieces: &mut Vec<Piece>, item: &Item) {
 /// The uploader's coalescing: profiles of many small batches go out in full
 /// requests. Upserts and deletes queue separately (they go to different
 /// endpoints) and each keeps arrival order.
+#[derive(Debug)]
 pub struct Packer {
     limits: Limits,
     upserts: Queue,
@@ -548,8 +558,14 @@ mod tests {
                             (i as u32, rng.profile(n, 100))
                         })
                         .collect();
-                    let meta =
-                        PieceMeta { page_seq: page as u32, part: 0, parts: 1, len: len as u32, total_pages: None };
+                    let meta = PieceMeta {
+                        page_seq: page as u32,
+                        part: 0,
+                        parts: 1,
+                        len: len as u32,
+                        total_pages: None,
+                        ..Default::default()
+                    };
                     Pushed { op, meta, items }
                 })
                 .collect();
@@ -575,8 +591,14 @@ mod tests {
                                     (i, small(n))
                                 })
                                 .collect();
-                            let meta =
-                                PieceMeta { page_seq: page as u32, part, parts, len: len as u32, total_pages: None };
+                            let meta = PieceMeta {
+                                page_seq: page as u32,
+                                part,
+                                parts,
+                                len: len as u32,
+                                total_pages: None,
+                                ..Default::default()
+                            };
                             Pushed { op: Op::Upsert, meta, items }
                         })
                         .collect::<Vec<_>>()
@@ -592,7 +614,8 @@ mod tests {
     fn pieces_split_a_batch_across_requests() {
         let limits = Limits { profiles_per_request: 3, ..Limits::OKTA };
         let mut packer = Packer::new(limits);
-        let meta = |page_seq, len| PieceMeta { page_seq, part: 0, parts: 1, len, total_pages: Some(2) };
+        let meta =
+            |page_seq, len| PieceMeta { page_seq, part: 0, parts: 1, len, total_pages: Some(2), ..Default::default() };
         packer.push(Op::Upsert, meta(0, 2), vec![(0, small(0)), (1, small(1))]);
         assert_eq!(packer.next_full(), None, "2 of 3 is not full");
         packer.push(Op::Delete, meta(9, 1), vec![(0, small(9))]);
@@ -603,8 +626,26 @@ mod tests {
         assert_eq!(
             first.pieces,
             vec![
-                Piece { page_seq: 0, part: 0, parts: 1, len: 2, total_pages: Some(2), from: 0, to: 2 },
-                Piece { page_seq: 1, part: 0, parts: 1, len: 4, total_pages: Some(2), from: 1, to: 2 },
+                Piece {
+                    page_seq: 0,
+                    part: 0,
+                    parts: 1,
+                    len: 2,
+                    total_pages: Some(2),
+                    from: 0,
+                    to: 2,
+                    ..Default::default()
+                },
+                Piece {
+                    page_seq: 1,
+                    part: 0,
+                    parts: 1,
+                    len: 4,
+                    total_pages: Some(2),
+                    from: 1,
+                    to: 2,
+                    ..Default::default()
+                },
             ]
         );
         assert_eq!(packer.next_full(), None);
@@ -613,7 +654,16 @@ mod tests {
         assert_eq!((rest.op, rest.profiles.len()), (Op::Upsert, 2));
         assert_eq!(
             rest.pieces,
-            vec![Piece { page_seq: 1, part: 0, parts: 1, len: 4, total_pages: Some(2), from: 2, to: 4 }]
+            vec![Piece {
+                page_seq: 1,
+                part: 0,
+                parts: 1,
+                len: 4,
+                total_pages: Some(2),
+                from: 2,
+                to: 4,
+                ..Default::default()
+            }]
         );
         let deletes = packer.drain().unwrap();
         assert_eq!((deletes.op, deletes.profiles.clone()), (Op::Delete, vec![small(9)]));
@@ -626,7 +676,7 @@ mod tests {
         let mut huge = small(1);
         huge.profile.as_mut().unwrap().insert("notes".into(), "x".repeat(2000));
         let mut packer = Packer::new(limits);
-        let meta = PieceMeta { page_seq: 0, part: 0, parts: 1, len: 3, total_pages: None };
+        let meta = PieceMeta { page_seq: 0, part: 0, parts: 1, len: 3, total_pages: None, ..Default::default() };
         packer.push(Op::Upsert, meta, vec![(0, small(0)), (1, huge.clone()), (2, small(2))]);
         let a = packer.next_full().unwrap();
         assert_eq!((a.profiles.clone(), a.oversized), (vec![small(0)], false));

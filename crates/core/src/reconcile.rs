@@ -165,7 +165,16 @@ mod tests {
     fn run(options: &RunOptions, kept: &[usize], deleted: &[usize]) -> RunProgress {
         let run = RunId::parse("r1").unwrap();
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let piece = |len: u32| Piece { page_seq: 0, part: 0, parts: 1, len, total_pages: Some(1), from: 0, to: len };
+        let piece = |len: u32| Piece {
+            page_seq: 0,
+            part: 0,
+            parts: 1,
+            len,
+            total_pages: Some(1),
+            from: 0,
+            to: len,
+            ..Default::default()
+        };
         let events = [
             RunEvent::new(run.clone(), sync(), at, EventKind::RunStarted { options: options.clone() }),
             RunEvent::new(

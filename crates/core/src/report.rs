@@ -389,7 +389,7 @@ mod tests {
             ev(5, loaded("s1", 1, Op::Upsert, 200)),
             ev(5, loaded("s1", 1, Op::Upsert, 200)),
             ev(6, loaded("s1", 2, Op::Upsert, 100)),
-            ev(7, EventKind::SessionTriggered { session_id: "s1".into(), requests: 2 }),
+            ev(7, EventKind::SessionTriggered { session_id: "s1".into(), requests: 2, okta_at: None }),
             ev(8, EventKind::CooldownWaited { seconds: 1.5 }),
             ev(9, EventKind::SessionOpened { session_id: "s2".into() }),
             ev(10, loaded("s2", 1, Op::Delete, 2)),

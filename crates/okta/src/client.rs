@@ -107,6 +107,8 @@ struct Inner {
     credentials: Credentials,
     gate: RateGate,
     max_rate_limit_wait: Duration,
+    /// The `Date` of the latest answer, until [`OktaClient::take_date`].
+    date: std::sync::Mutex<Option<time::OffsetDateTime>>,
 }
 
 impl fmt::Debug for OktaClient {
@@ -149,12 +151,22 @@ impl OktaClient {
                 credentials,
                 gate: RateGate::default(),
                 max_rate_limit_wait: s.max_rate_limit_wait,
+                date: std::sync::Mutex::new(None),
             }),
         })
     }
 
     pub fn identity_source_id(&self) -> &str {
         &self.inner.identity_source_id
+    }
+
+    /// Okta's clock as the `Date` header of the latest answer showed it
+    /// (whole seconds), once: `None` when no answer came since the last
+    /// take. The uploader measures Okta's cooldown on it, because the host
+    /// that triggered a session and the one that opens the next may
+    /// disagree about the time.
+    pub fn take_date(&self) -> Option<time::OffsetDateTime> {
+        self.inner.date.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Opens a session (`CREATED`). Okta's spec says 200, Okta's own SDK
@@ -266,6 +278,9 @@ impl OktaClient {
         let headers = answer.headers().clone();
         metrics::request(op, status.as_str());
         inner.gate.observe(&headers);
+        if let Some(date) = http_date(&headers) {
+            *inner.date.lock().unwrap_or_else(|e| e.into_inner()) = Some(date);
+        }
         tracing::debug!(op, status = status.as_u16(), "okta answered");
 
         if status.is_success() {
@@ -383,6 +398,12 @@ impl RetryBudget {
     }
 }
 
+/// The `Date` header, if it is a valid HTTP date.
+fn http_date(headers: &reqwest::header::HeaderMap) -> Option<time::OffsetDateTime> {
+    let raw = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    httpdate::parse_http_date(raw).ok().map(time::OffsetDateTime::from)
+}
+
 /// `base` with `segments` appended as path segments (percent-encoded, so an
 /// id can never change the path).
 fn endpoint(base: &Url, segments: &[&str]) -> Url {
@@ -409,6 +430,16 @@ mod tests {
             endpoint(&base, &["api", "v1", "identity-sources", "0oa1", "sessions", "a/b?c", "bulk-upsert"]).as_str(),
             "http://127.0.0.1:8080/okta/api/v1/identity-sources/0oa1/sessions/a%2Fb%3Fc/bulk-upsert"
         );
+    }
+
+    #[test]
+    fn dates_are_read_as_http_dates() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::DATE, "Thu, 03 Dec 2026 15:38:56 GMT".parse().unwrap());
+        let date = http_date(&headers).unwrap();
+        assert_eq!(date.unix_timestamp(), 1_796_312_336);
+        headers.insert(reqwest::header::DATE, "yesterday".parse().unwrap());
+        assert_eq!(http_date(&headers), None);
     }
 
     #[test]

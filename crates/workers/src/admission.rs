@@ -121,6 +121,7 @@ async fn first_page(
         options: options.clone(),
         seq: 0,
         link,
+        parent: None,
     };
     Ok((first, options))
 }

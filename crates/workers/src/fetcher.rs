@@ -2,7 +2,10 @@
 //! `FetchPage` into one `Page` plus the next `FetchPage` — the original
 //! workflow's "flow calls itself with the nextLink", made durable. A killed
 //! fetcher loses nothing: the unacked `FetchPage` comes back and the page is
-//! read again (same link, same page; the duplicate is recognised downstream).
+//! read again. In a live directory that second read may differ from the
+//! first; each read is a copy with its own id and parent, and the uploader
+//! takes their union (`xaas_core::lineage`), so nobody is skipped and the
+//! chain's forks cost only reads.
 //!
 //! A delta run starts from the deltaLink its sync's last completed run left
 //! (`admission`). When Graph refuses that token (expired after 7 days, or
@@ -10,7 +13,7 @@
 //! full state from the same page on, then reconciles like a full run.
 
 use xaas_broker::Outcome;
-use xaas_core::{EventKind, FetchPage, Mode, Page, RunId, SyncRequest};
+use xaas_core::{EventKind, FetchPage, Mode, RunId, SyncRequest};
 use xaas_graph::GraphError;
 
 use crate::deps::Deps;
@@ -72,20 +75,9 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
         }
     };
 
-    let last = page.next_link.is_none();
     let (users, removed) = (page.users.len() as u32, page.removed.len() as u32);
-    let out = Page {
-        v: xaas_core::MESSAGE_VERSION,
-        run_id: msg.run_id.clone(),
-        sync: msg.sync.clone(),
-        options: msg.options.clone(),
-        seq: msg.seq,
-        last,
-        users: page.users,
-        removed: page.removed,
-        delta_link: page.delta_link,
-    };
-    let next = page.next_link.map(|link| FetchPage { seq: msg.seq + 1, link: Some(link), ..msg.clone() });
+    let (out, next) = msg.answer(page.users, page.removed, page.next_link, page.delta_link);
+    let last = out.last;
     let names = deps.broker.names();
     let publish = async {
         deps.broker.publish(&names.pages(), &out).await?;

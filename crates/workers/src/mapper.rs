@@ -123,6 +123,8 @@ pub fn map(rules: &MappingRules, limits: &xaas_core::limits::Limits, page: &Page
             // Reported once, with the page's first part.
             rejected: if i == 0 { rejected.clone() } else { Vec::new() },
             delta_link: page.delta_link.clone(),
+            copy: page.copy,
+            parent: page.parent,
         })
         .collect();
     MappedPage { batches, profiles, filtered_out: up.filtered_out + down.filtered_out, rejected }
@@ -193,6 +195,8 @@ mod tests {
             users,
             removed: vec![],
             delta_link: None,
+            copy: Default::default(),
+            parent: None,
         }
     }
 
