@@ -89,8 +89,13 @@ impl Uploader {
     pub fn new(deps: Deps, sync: SyncName, shutdown: CancellationToken) -> Result<Self, Stop> {
         let clients = deps.sync(&sync).ok_or_else(|| Stop::Fatal(format!("no sync named {sync} is configured")))?;
         let config = &clients.config;
-        let settings =
-            upload::Settings { sync: sync.clone(), limits: config.limits, guards: config.guards, retry: config.retry };
+        let settings = upload::Settings {
+            sync: sync.clone(),
+            limits: config.limits,
+            guards: config.guards,
+            retry: config.retry,
+            sabotage: upload::Sabotage::NONE,
+        };
         let okta = clients.okta.clone();
         Ok(Self { deps, sync, okta, settings, shutdown })
     }

@@ -154,12 +154,13 @@ impl Finish {
         }
         if !cx.state.ledger.run(&run).is_some_and(|r| r.is_loaded()) {
             let error = "FinishRun for a run whose pages are not all loaded (events missing from the stream?)";
-            if let Some(buffer) = cx.state.runs.remove(&run) {
-                for key in buffer.finish_keys {
+            // The batches it holds stay held: they are still to be loaded.
+            if let Some(buffer) = cx.state.runs.get_mut(&run) {
+                let keys = std::mem::take(&mut buffer.finish_keys);
+                buffer.finishing = false;
+                buffer.finish_queued = false;
+                for key in keys {
                     cx.park(key, "inconsistent", error);
-                }
-                for held in buffer.held {
-                    cx.ack(held.key);
                 }
             }
             return Some(Step::Done);

@@ -63,6 +63,26 @@ pub struct Settings {
     pub limits: Limits,
     pub guards: Guards,
     pub retry: RetryBudget,
+    /// Always [`Sabotage::NONE`] outside the simulation's own tests.
+    pub sabotage: Sabotage,
+}
+
+/// Deliberate defects, each undoing one rule, so that the deterministic
+/// simulation can prove it catches them. Nothing in the configuration or
+/// the environment sets these: only code that builds [`Settings`] by hand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sabotage {
+    /// Count a bulk request when Okta answers, not before it is sent.
+    pub count_after_send: bool,
+    /// Treat every read of a page as the same copy (positional duplicates,
+    /// as before page identity).
+    pub ignore_copies: bool,
+    /// Do not finish, at takeover, a run the predecessor fully loaded.
+    pub no_finish_at_takeover: bool,
+}
+
+impl Sabotage {
+    pub const NONE: Sabotage = Sabotage { count_after_send: false, ignore_copies: false, no_finish_at_takeover: false };
 }
 
 /// The driver's handle on a delivery it holds unacked. Opaque here.
@@ -386,7 +406,12 @@ impl Uploader {
         let mut active = Active { state, tasks: VecDeque::new(), waiting: None, inbox: VecDeque::new() };
         // A run its predecessor fully loaded but did not close is finished
         // now, whether or not its FinishRun is still in the queue.
-        for run in active.state.ledger.loaded_unfinished_runs() {
+        let runs = if self.settings.sabotage.no_finish_at_takeover {
+            Vec::new()
+        } else {
+            active.state.ledger.loaded_unfinished_runs()
+        };
+        for run in runs {
             let options = active.state.ledger.run(&run).and_then(|r| r.options.clone()).unwrap_or_default();
             let buffer = active.state.buffer(&run, &options, &self.settings.limits);
             buffer.finishing = true;

@@ -95,9 +95,10 @@ impl Send {
                 return Step::After(vec![Task::Trigger(Trigger::new(run, open.id))]);
             }
             let request_no = open.requests + 1;
-            let (op, profiles, bytes) = (packed.op, packed.profiles.len() as u32, packed.body_bytes as u64);
-            cx.record(&run, EventKind::BulkSending { session_id: open.id.clone(), request_no, op, profiles, bytes });
-            let call = Call::Bulk { session: open.id.clone(), op, profiles: packed.profiles.clone() };
+            if !cx.settings.sabotage.count_after_send {
+                cx.record(&run, sending(&open.id, request_no, &packed));
+            }
+            let call = Call::Bulk { session: open.id.clone(), op: packed.op, profiles: packed.profiles.clone() };
             self.state = State::Sent { packed, session: open.id, request_no };
             return cx.call(call);
         }
@@ -106,6 +107,9 @@ impl Send {
 
     fn sent(&mut self, cx: &mut Cx<'_>, packed: Packed, session: String, request_no: u32, reply: Reply) -> Step {
         let run = self.run.clone();
+        if cx.settings.sabotage.count_after_send {
+            cx.record(&run, sending(&session, request_no, &packed));
+        }
         match reply.result {
             Ok(_) => {
                 self.attempts.reset();
@@ -201,6 +205,12 @@ impl Send {
         }
         self.next(cx)
     }
+}
+
+/// The announcement of a request.
+fn sending(session: &str, request_no: u32, p: &Packed) -> EventKind {
+    let (op, profiles, bytes) = (p.op, p.profiles.len() as u32, p.body_bytes as u64);
+    EventKind::BulkSending { session_id: session.to_string(), request_no, op, profiles, bytes }
 }
 
 /// A dry run's request: counted, and recorded as loaded into no session.

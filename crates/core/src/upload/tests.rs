@@ -36,6 +36,7 @@ fn settings() -> Settings {
         limits,
         guards: Guards::DEFAULT,
         retry: RetryBudget { attempts: 3, within: Duration::from_secs(600) },
+        sabotage: Sabotage::NONE,
     }
 }
 
