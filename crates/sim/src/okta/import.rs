@@ -6,16 +6,15 @@
 //! log lines appear, when Okta would have finished them.
 
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::app::Shared;
 
 pub async fn run(state: Shared, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let deadline = state.okta_at(Instant::now()).sessions.next_deadline();
+        let deadline = state.okta_at(state.clock.now()).sessions.next_deadline();
         let wait = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
+                Some(at) => tokio::time::sleep_until(state.clock.instant(at)).await,
                 None => std::future::pending().await,
             }
         };
