@@ -24,8 +24,9 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use crate::SimConfig;
+use crate::clock::{Clock, Moment};
 use crate::faults::{self, DropConnection, Faults, Service};
-use crate::okta::{self, Clock, Moment, OktaState, oauth::AssertionKey};
+use crate::okta::{self, OktaState, oauth::AssertionKey};
 use crate::ratelimit::RateLimiter;
 
 /// Everything the sandbox knows, shared by all requests.
@@ -34,7 +35,7 @@ use crate::ratelimit::RateLimiter;
 /// lines that read or change state, never across an `.await`.
 pub struct AppState {
     pub cfg: SimConfig,
-    /// The clock every service reads: Okta's rules are given its moments.
+    /// The clock Okta and Graph read; tests may pin it.
     pub clock: Clock,
     pub okta: Mutex<OktaState>,
     pub directory: Mutex<crate::directory::Directory>,

@@ -69,14 +69,14 @@ pub fn routes() -> Router<Shared> {
         .route("/v1.0/users/microsoft.graph.delta()", get(serve))
 }
 
-/// Every read route: the bearer token, then [`respond`] at the wall clock.
+/// Every read route: the bearer token, then [`respond`] at the sandbox's clock.
 async fn serve(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(denied) = entra::check_bearer(&state, &headers) {
         return denied.into_response();
     }
     let request = from_http(headers, &uri);
     let directory = crate::app::lock(&state.directory);
-    let answer = respond(&directory, &request, OffsetDateTime::now_utc());
+    let answer = respond(&directory, &request, state.clock.now().wall);
     drop(directory);
     answer.into_response()
 }
@@ -1102,5 +1102,34 @@ mod tests {
         let stale = delta_page(&dir, &call, Some(query), &headers, OffsetDateTime::now_utc()).unwrap_err();
         assert_eq!((stale.status, stale.code), (StatusCode::GONE, "syncStateNotFound"));
         assert_eq!(stale.location.as_deref(), Some("http://sim/v1.0/users/delta?$deltatoken="));
+    }
+
+    #[test]
+    fn respond_reads_no_time_but_the_one_it_is_given() {
+        // Far from the real clock: a reading of it would show, or change a verdict.
+        let t = time::macros::datetime!(2031-02-03 04:05:06 UTC);
+        let mut dir = Directory::default();
+        for id in ["a", "b", "c"] {
+            dir.insert_at(json!({"id": id, "displayName": id}), t).unwrap();
+        }
+        let get = |url: &str| GraphRequest::get(url).unwrap().header("prefer", "odata.maxpagesize=2");
+        let first = respond(&dir, &get("http://sim/v1.0/users/delta?$select=id,createdDateTime"), t);
+        assert_eq!(first, respond(&dir, &get("http://sim/v1.0/users/delta?$select=id,createdDateTime"), t));
+        let body: Value = serde_json::from_slice(&first.body).unwrap();
+        assert_eq!(body["value"][0]["createdDateTime"], "2031-02-03T04:05:06Z");
+        assert_eq!(first.headers["preference-applied"], "odata.maxpagesize=2");
+
+        let next = body["@odata.nextLink"].as_str().unwrap();
+        let last: Value = serde_json::from_slice(&respond(&dir, &get(next), t).body).unwrap();
+        let link = last["@odata.deltaLink"].as_str().unwrap();
+        let fresh = respond(&dir, &get(link), t + time::Duration::days(6));
+        assert_eq!(fresh.status, StatusCode::OK, "six days after the round, by the given clock");
+        let stale = respond(&dir, &get(link).request_id("r-1"), t + time::Duration::days(8));
+        assert_eq!(stale.status, StatusCode::GONE);
+        let error: Value = serde_json::from_slice(&stale.body).unwrap();
+        assert_eq!(error["error"]["innerError"]["date"], "2031-02-11T04:05:06");
+        assert_eq!(error["error"]["innerError"]["request-id"], "r-1");
+        assert_eq!(error["error"]["innerError"]["client-request-id"], "r-1", "no client-request-id sent: Graph's own");
+        assert_eq!(stale.headers["location"], "http://sim/v1.0/users/delta?$select=id%2CcreatedDateTime&$deltatoken=");
     }
 }

@@ -21,10 +21,10 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 use super::bulk::{self, BulkKind, Load};
-use super::clock::Moment;
 use super::error::OktaError;
 use super::session::SessionView;
 use super::{OktaState, RefusedRequest};
+use crate::clock::Moment;
 
 /// One call to the Identity Sources API, as it arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,5 +315,42 @@ mod tests {
         let r = handle(&mut okta, &OktaRequest::new(Method::GET, "/api/v2/nothing", b""), t0());
         assert_eq!((r.status, r.body.len()), (StatusCode::NOT_FOUND, 0));
         assert_eq!(okta.refused.len(), 1, "a router 404 is not an Okta refusal");
+    }
+
+    #[test]
+    fn the_same_calls_at_the_same_moments_give_the_same_answers() {
+        let script = |okta: &mut OktaState| -> Vec<OktaResponse> {
+            let t0 = t0();
+            let mut answers = vec![handle(okta, &OktaRequest::new(Method::POST, SOURCE, b""), t0)];
+            let id: Value = serde_json::from_slice(&answers[0].body).unwrap();
+            let one = format!("{SOURCE}/{}", id["id"].as_str().unwrap());
+            let body = json!({"entityType": "USERS", "profiles": [{"externalId": "u1", "profile": {}}]}).to_string();
+            for (method, path, body, secs) in [
+                (Method::POST, format!("{one}/bulk-upsert"), body.as_str(), 1),
+                (Method::POST, format!("{one}/bulk-upsert"), "[]", 2),
+                (Method::POST, format!("{one}/start-import"), "", 3),
+                (Method::POST, SOURCE.to_owned(), "", 4),
+                (Method::GET, SOURCE.to_owned(), "", 9),
+            ] {
+                let now = t0.plus(Duration::from_secs(secs));
+                answers.push(handle(okta, &OktaRequest::new(method, &path, body), now));
+            }
+            answers
+        };
+        let (a, b) = (script(&mut state()), script(&mut state()));
+        assert_eq!(a, b);
+        assert_eq!(a.iter().map(|r| r.status.as_u16()).collect::<Vec<_>>(), [200, 202, 400, 200, 400, 200]);
+        // Every time in every answer is one of the moments given, none from
+        // the real clock.
+        let given = |t: &str| t.starts_with("2024-05-06T07:08:");
+        for r in &a {
+            assert!(r.headers[header::DATE].to_str().unwrap().starts_with("Mon, 06 May 2024 07:08:"));
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            for view in std::iter::once(&body).chain(body.as_array().into_iter().flatten()) {
+                for field in ["created", "lastUpdated"] {
+                    assert!(view[field].as_str().is_none_or(given), "{view}");
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,6 @@
 //! - `call`     the API as one plain function: request and moment in, answer out (`handle`)
 //! - `api`      the session routes over HTTP, a thin wrapper around `call`
 //! - `session`  the session state machine, the per-session limits and the import queue
-//! - `clock`    `Moment`, the time the rules are given, and the sandbox's real `Clock`
 //! - `ids`      where session ids and error ids come from (random, or seeded)
 //! - `bulk`     bulk bodies and Okta's rules for them (200 profiles, 200 KB, strings only)
 //! - `store`    the Okta users the imports produce
@@ -19,7 +18,6 @@ pub mod api;
 pub mod auth;
 pub mod bulk;
 pub mod call;
-pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod import;
@@ -37,8 +35,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+pub use crate::clock::Moment;
 pub use call::{OktaRequest, OktaResponse, Operation, handle};
-pub use clock::{Clock, Moment};
 pub use error::OktaError;
 pub use ids::IdSource;
 pub use session::{Rules, SessionView, Status};

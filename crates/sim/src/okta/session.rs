@@ -21,9 +21,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::bulk::Load;
-use super::clock::Moment;
 use super::error::OktaError;
 use super::ids::IdSource;
+use crate::clock::Moment;
 
 /// "At most 50 bulk requests per session" (reference §2).
 pub const MAX_REQUESTS_PER_SESSION: usize = 50;

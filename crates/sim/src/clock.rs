@@ -1,13 +1,16 @@
-//! Okta's time, as the rules see it: passed in, never read by them.
+//! The sandbox's time: what its rules are given, and the one clock it reads.
 //!
-//! A [`Moment`] carries two readings. `elapsed` is monotonic time since the
+//! The rules never read a clock; they are passed a [`Moment`], which carries
+//! two readings. `elapsed` is monotonic time since the
 //! clock's origin, which is what the rules measure (cooldown, idle expiry,
 //! import duration), so a wall-clock jump cannot reopen a cooldown. `wall` is
 //! Okta's wall clock, which is what the API reports (timestamps, `Date`).
-//! The sandbox reads both from a real [`Clock`]; a simulation builds moments
-//! from a virtual clock with [`Moment::origin`] and [`Moment::plus`], so
-//! five-minute cooldowns cost nothing and the same calls give the same answers.
+//! The sandbox reads both from its [`Clock`] (Okta for everything, Graph for
+//! delta-token lifetimes); a simulation builds moments from a virtual clock
+//! with [`Moment::origin`] and [`Moment::plus`], so five-minute cooldowns
+//! cost nothing and the same calls give the same answers.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -48,26 +51,37 @@ pub fn http_date(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// The sandbox's real clock: tokio's monotonic clock (so a paused test
-/// runtime pauses Okta too) and the system's wall clock.
-#[derive(Debug, Clone, Copy)]
+/// The sandbox's clock: tokio's monotonic clock (so a paused test runtime
+/// pauses Okta too) and the system's wall clock, unless a test pins it.
+#[derive(Debug)]
 pub struct Clock {
     origin: Instant,
+    pinned: Mutex<Option<Moment>>,
 }
 
 impl Clock {
-    /// A clock whose origin is now.
+    /// A running clock whose origin is now.
     pub fn start() -> Self {
-        Self { origin: Instant::now() }
+        Self { origin: Instant::now(), pinned: Mutex::new(None) }
     }
 
     pub fn now(&self) -> Moment {
-        Moment { elapsed: self.origin.elapsed(), wall: OffsetDateTime::now_utc() }
+        match *crate::app::lock(&self.pinned) {
+            Some(at) => at,
+            None => Moment { elapsed: self.origin.elapsed(), wall: OffsetDateTime::now_utc() },
+        }
     }
 
-    /// The tokio instant `elapsed` after the origin, to sleep until.
-    pub fn instant(&self, elapsed: Duration) -> Instant {
-        self.origin + elapsed
+    /// Stops the clock at `at`: every reading gives `at` until the next
+    /// `pin` or [`Clock::resume`]. Lets a test hand the sandbox exactly the
+    /// moments it hands the plain functions, and compare the answers whole.
+    pub fn pin(&self, at: Moment) {
+        *crate::app::lock(&self.pinned) = Some(at);
+    }
+
+    /// Back to the real clocks.
+    pub fn resume(&self) {
+        *crate::app::lock(&self.pinned) = None;
     }
 }
 
@@ -80,6 +94,16 @@ mod tests {
     fn http_dates_are_imf_fixdates_in_gmt() {
         assert_eq!(http_date(datetime!(1994-11-06 08:49:37.250 UTC)), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(datetime!(1994-11-06 09:49:37 +01:00)), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    #[test]
+    fn a_pinned_clock_stands_still_until_resumed() {
+        let clock = Clock::start();
+        let at = Moment::origin(datetime!(2030-01-01 00:00 UTC)).plus(Duration::from_secs(5));
+        clock.pin(at);
+        assert_eq!((clock.now(), clock.now()), (at, at));
+        clock.resume();
+        assert!(clock.now().wall > datetime!(2025-01-01 00:00 UTC));
     }
 
     #[test]
