@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, AUTHORIZATION};
+use reqwest::header::AUTHORIZATION;
 use tracing::Instrument;
-use url::Url;
 
 use crate::error::{self, GraphError, Service};
 use crate::page::GraphPage;
-use crate::settings::{GraphSettings, UsersQuery, clamp_page_size};
+use crate::request::{GraphEndpoints, PageRequest, decode_page, endpoint};
+use crate::settings::{GraphSettings, UsersQuery};
 use crate::token::{Bearer, TokenSource};
 
 const USER_AGENT: &str = concat!("xaas-sync/", env!("CARGO_PKG_VERSION"));
@@ -28,15 +28,13 @@ pub struct GraphClient {
 struct Inner {
     http: reqwest::Client,
     tokens: TokenSource,
-    /// The only origin the bearer token is sent to.
-    graph_origin: url::Origin,
-    users_endpoint: Url,
-    delta_endpoint: Url,
+    /// The URLs, and the only origin the bearer token is sent to.
+    endpoints: GraphEndpoints,
 }
 
 impl std::fmt::Debug for GraphClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphClient").field("graph", &self.inner.graph_origin.ascii_serialization()).finish()
+        f.debug_struct("GraphClient").field("graph", &self.inner.endpoints.origin().ascii_serialization()).finish()
     }
 }
 
@@ -66,12 +64,11 @@ impl GraphClient {
             ));
         }
         let token_url = endpoint("authority_url", &authority_url, &[&tenant, "oauth2", "v2.0", "token"])?;
-        let users_endpoint = endpoint("graph_url", &graph_url, &["v1.0", "users"])?;
-        let delta_endpoint = endpoint("graph_url", &graph_url, &["v1.0", "users", "delta"])?;
+        let endpoints = GraphEndpoints::new(&graph_url)?;
         let http = xaas_http::build_client(USER_AGENT, timeout)
             .map_err(|e| GraphError::Config(format!("cannot build the HTTP client: {e}")))?;
         let tokens = TokenSource::new(http.clone(), token_url, tenant, client_id, client_secret);
-        let inner = Inner { http, tokens, graph_origin: graph_url.origin(), users_endpoint, delta_endpoint };
+        let inner = Inner { http, tokens, endpoints };
         Ok(Self {
             inner: Arc::new(inner),
             retry: RetryPolicy {
@@ -90,16 +87,21 @@ impl GraphClient {
         self
     }
 
+    /// The URLs this client requests, and how its requests are built.
+    pub fn endpoints(&self) -> &GraphEndpoints {
+        &self.inner.endpoints
+    }
+
     /// The first page of a full read: `GET /v1.0/users?$top=..&$select=..&$filter=..`.
-    pub fn users_url(&self, q: &UsersQuery) -> Url {
-        q.users_url(&self.inner.users_endpoint)
+    pub fn users_url(&self, q: &UsersQuery) -> url::Url {
+        self.inner.endpoints.users_url(q)
     }
 
     /// The first page of a delta round: `GET /v1.0/users/delta?$select=..`.
     /// Fetch it, and every link that follows, with [`Self::get_delta_page`]
     /// so that the page size is sent along.
-    pub fn delta_url(&self, q: &UsersQuery) -> Url {
-        q.delta_url(&self.inner.delta_endpoint)
+    pub fn delta_url(&self, q: &UsersQuery) -> url::Url {
+        self.inner.endpoints.delta_url(q)
     }
 
     /// GETs exactly `url` (a first-page URL, or a nextLink/deltaLink
@@ -112,15 +114,15 @@ impl GraphClient {
     /// there, and does not carry the `Prefer: odata.maxpagesize` header over
     /// from one page to the next, so it is sent on every request.
     pub async fn get_delta_page(&self, url: &str, page_size: u16) -> Result<GraphPage, GraphError> {
-        self.fetch(url, Some(clamp_page_size(page_size))).await
+        self.fetch(url, Some(page_size)).await
     }
 
     async fn fetch(&self, link: &str, max_page_size: Option<u16>) -> Result<GraphPage, GraphError> {
-        let url = self.inner.graph_link(link)?;
-        let span = tracing::debug_span!("graph_page", path = url.path());
+        let request = self.inner.endpoints.page_request(link, max_page_size)?;
+        let span = tracing::debug_span!("graph_page", path = request.url.path());
         let inner = &*self.inner;
         let retry = self.retry;
-        (|| inner.get_once(&url, max_page_size))
+        (|| inner.get_once(&request))
             .retry(retry.backoff())
             .sleep(tokio::time::sleep)
             .when(GraphError::is_retryable)
@@ -135,54 +137,33 @@ impl GraphClient {
 }
 
 impl Inner {
-    /// Only links to the configured Graph origin get our token.
-    fn graph_link(&self, link: &str) -> Result<Url, GraphError> {
-        let url = Url::parse(link).map_err(|e| GraphError::BadLink { reason: format!("{e}") })?;
-        if url.origin() != self.graph_origin {
-            return Err(GraphError::ForeignLink {
-                link_origin: url.origin().ascii_serialization(),
-                graph_origin: self.graph_origin.ascii_serialization(),
-            });
-        }
-        Ok(url)
-    }
-
     /// One attempt, without the retry loop.
-    async fn get_once(&self, url: &Url, max_page_size: Option<u16>) -> Result<GraphPage, GraphError> {
+    async fn get_once(&self, request: &PageRequest) -> Result<GraphPage, GraphError> {
+        let url = &request.url;
         let bearer = self.tokens.bearer().await?;
-        let mut response = self.send(url, &bearer, max_page_size).await?;
+        let mut response = self.send(request, &bearer).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             // Revoked or rotated before its time: one fresh token, one more try.
             tracing::info!("Graph refused the cached token; fetching a new one");
             self.tokens.discard(&bearer).await;
             let bearer = self.tokens.bearer().await?;
-            response = self.send(url, &bearer, max_page_size).await?;
+            response = self.send(request, &bearer).await?;
         }
         let status = response.status();
-        let retry_after = xaas_http::retry_after(response.headers());
+        let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| error::transport(Service::Graph, url, e))?;
-        if !status.is_success() {
-            return Err(error::from_graph_response(url.path(), status, retry_after, &body));
-        }
-        GraphPage::parse(&body).map_err(|reason| GraphError::Malformed {
-            service: Service::Graph,
-            path: url.path().to_owned(),
-            reason,
-        })
+        decode_page(url.path(), status, &headers, &body)
     }
 
-    async fn send(
-        &self,
-        url: &Url,
-        bearer: &Bearer,
-        max_page_size: Option<u16>,
-    ) -> Result<reqwest::Response, GraphError> {
-        let mut request =
-            self.http.get(url.clone()).header(AUTHORIZATION, bearer.header.clone()).header(ACCEPT, "application/json");
-        if let Some(size) = max_page_size {
-            request = request.header("prefer", format!("odata.maxpagesize={size}"));
-        }
-        let result = request.send().await;
+    async fn send(&self, request: &PageRequest, bearer: &Bearer) -> Result<reqwest::Response, GraphError> {
+        let url = &request.url;
+        let result = self
+            .http
+            .get(url.clone())
+            .headers(request.headers.clone())
+            .header(AUTHORIZATION, bearer.header.clone())
+            .send()
+            .await;
         let status = match &result {
             Ok(response) => response.status().as_str().to_owned(),
             Err(_) => "error".to_owned(),
@@ -242,20 +223,6 @@ fn check_tenant(tenant: &str) -> Result<(), GraphError> {
     }
 }
 
-/// `base` with `segments` appended to its path (keeping any path prefix, as a
-/// sandbox or a proxy may have one).
-fn endpoint(setting: &str, base: &Url, segments: &[&str]) -> Result<Url, GraphError> {
-    let unusable = || GraphError::Config(format!("{setting} {base} must be an absolute http(s) URL"));
-    if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
-        return Err(unusable());
-    }
-    let mut url = base.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut().map_err(|()| unusable())?.pop_if_empty().extend(segments);
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,17 +243,6 @@ mod tests {
         assert_eq!(policy().next_wait(&throttled(5), None), None, "the retry budget is spent");
         let transport = GraphError::Transport { service: Service::Graph, origin: "o".into(), reason: "r".into() };
         assert_eq!(policy().next_wait(&transport, backoff), backoff);
-    }
-
-    #[test]
-    fn endpoints_keep_a_path_prefix() {
-        let base = Url::parse("http://127.0.0.1:8080/graph/").unwrap();
-        let url = endpoint("graph_url", &base, &["v1.0", "users"]).unwrap();
-        assert_eq!(url.as_str(), "http://127.0.0.1:8080/graph/v1.0/users");
-        let bare = Url::parse("https://login.microsoftonline.com").unwrap();
-        let url = endpoint("authority_url", &bare, &["contoso.onmicrosoft.com", "oauth2", "v2.0", "token"]).unwrap();
-        assert_eq!(url.as_str(), "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
-        assert!(endpoint("graph_url", &Url::parse("mailto:a@b.c").unwrap(), &["x"]).is_err());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - [`GraphClient::get_page`] GETs one page of `/v1.0/users` or
 //!   `/v1.0/users/delta`, following Graph's `@odata.nextLink` and
 //!   `@odata.deltaLink` verbatim, so each page can be its own broker message.
+//! - [`GraphEndpoints`] and [`decode_page`] are those requests and answers
+//!   without I/O: the client uses them, and so can a simulation.
 //! - The app-only token (client credentials) is cached and refreshed before it
 //!   expires, one refresh at a time however many tasks share the client.
 //! - 429 and transient 5xx/network failures are retried briefly in-process
@@ -16,12 +18,14 @@
 mod client;
 mod error;
 mod page;
+mod request;
 mod settings;
 mod token;
 
 pub use client::GraphClient;
 pub use error::{AuthFailure, GraphError, Service};
 pub use page::GraphPage;
+pub use request::{GraphEndpoints, PageRequest, decode_page};
 pub use settings::{GraphSettings, MAX_PAGE_SIZE, UsersQuery};
 
 #[cfg(test)]

@@ -8,6 +8,10 @@
 //! help, and a bulk request is never repeated behind the caller's back (see
 //! [`OktaClient`] for the retry policy).
 //!
+//! [`OktaApi`] is the same protocol without I/O: the request each call sends
+//! and how its answer decodes. The client is built on it, and a simulation
+//! can drive a simulated Okta with it.
+//!
 //! The wire contract is `reference/okta-identity-sources.md` §1–§4 and the
 //! official OpenAPI extract in `specs/okta-identity-sources.openapi.yaml`.
 //!
@@ -31,6 +35,7 @@ mod metrics;
 mod rate_limit;
 mod session;
 mod settings;
+mod wire;
 
 pub use body::bulk_body;
 pub use client::OktaClient;
@@ -38,3 +43,4 @@ pub use error::{OktaError, TransportError};
 pub use metrics::describe_metrics;
 pub use session::Session;
 pub use settings::{OktaAuth, OktaSettings, SERVICE_APP_SCOPES};
+pub use wire::{ApiRequest, Call, OktaApi, okta_date};

@@ -58,6 +58,8 @@ fn remaining(headers: &HeaderMap) -> Option<u64> {
 /// Until `X-Rate-Limit-Reset`, measured against the answer's own `Date`
 /// (both are Okta's clock, so our clock's skew drops out), else ours.
 pub(crate) fn reset_wait(headers: &HeaderMap) -> Option<Duration> {
+    // Without a reset there is nothing to measure: no clock is read.
+    headers.get("x-rate-limit-reset")?;
     xaas_http::okta_rate_limit_reset(headers, server_now(headers))
 }
 

@@ -1,6 +1,7 @@
 //! Okta's import session (`IdentitySourceSession`), parsed from the wire.
 
 use serde::Deserialize;
+use time::OffsetDateTime;
 use xaas_core::SessionStatus;
 
 use crate::OktaError;
@@ -16,6 +17,10 @@ pub struct Session {
     /// RFC 3339, as Okta sent it.
     pub created: Option<String>,
     pub last_updated: Option<String>,
+    /// Okta's clock when it sent this (the answer's `Date`), so that
+    /// durations Okta enforces, such as the cooldown after a trigger, can be
+    /// measured on Okta's clock instead of ours.
+    pub okta_date: Option<OffsetDateTime>,
 }
 
 /// The wire shape. Every field is `readOnly` and none is `required` in the
@@ -33,7 +38,7 @@ struct Wire {
 }
 
 impl Wire {
-    fn into_session(self, identity_source_id: &str) -> Session {
+    fn into_session(self, identity_source_id: &str, okta_date: Option<OffsetDateTime>) -> Session {
         Session {
             id: self.id,
             identity_source_id: self.identity_source_id.unwrap_or_else(|| identity_source_id.to_string()),
@@ -41,6 +46,7 @@ impl Wire {
             import_type: self.import_type,
             created: self.created,
             last_updated: self.last_updated,
+            okta_date,
         }
     }
 }
@@ -59,20 +65,33 @@ fn malformed(what: &str, err: serde_json::Error, body: &[u8]) -> OktaError {
     OktaError::Malformed(format!("{what}: {err} (body starts {start:?})"))
 }
 
-/// A single session (create, get).
-pub(crate) fn parse_one(body: &[u8], identity_source_id: &str) -> Result<Session, OktaError> {
+/// A single session (create, get), sent at `okta_date`.
+pub(crate) fn parse_one(
+    body: &[u8],
+    identity_source_id: &str,
+    okta_date: Option<OffsetDateTime>,
+) -> Result<Session, OktaError> {
     let wire: Wire = serde_json::from_slice(body).map_err(|e| malformed("session", e, body))?;
-    Ok(wire.into_session(identity_source_id))
+    Ok(wire.into_session(identity_source_id, okta_date))
 }
 
 /// The list endpoint's array.
-pub(crate) fn parse_list(body: &[u8], identity_source_id: &str) -> Result<Vec<Session>, OktaError> {
+pub(crate) fn parse_list(
+    body: &[u8],
+    identity_source_id: &str,
+    okta_date: Option<OffsetDateTime>,
+) -> Result<Vec<Session>, OktaError> {
     let wires: Vec<Wire> = serde_json::from_slice(body).map_err(|e| malformed("session list", e, body))?;
-    Ok(wires.into_iter().map(|w| w.into_session(identity_source_id)).collect())
+    Ok(wires.into_iter().map(|w| w.into_session(identity_source_id, okta_date)).collect())
 }
 
 /// start-import's answer: an object, or an array holding the session.
-pub(crate) fn parse_triggered(body: &[u8], identity_source_id: &str, session_id: &str) -> Result<Session, OktaError> {
+pub(crate) fn parse_triggered(
+    body: &[u8],
+    identity_source_id: &str,
+    session_id: &str,
+    okta_date: Option<OffsetDateTime>,
+) -> Result<Session, OktaError> {
     let parsed: OneOrMany = serde_json::from_slice(body).map_err(|e| malformed("start-import answer", e, body))?;
     let wire = match parsed {
         OneOrMany::One(w) => w,
@@ -84,7 +103,7 @@ pub(crate) fn parse_triggered(body: &[u8], identity_source_id: &str, session_id:
             })?
         }
     };
-    Ok(wire.into_session(identity_source_id))
+    Ok(wire.into_session(identity_source_id, okta_date))
 }
 
 #[cfg(test)]
@@ -96,7 +115,7 @@ mod tests {
 
     #[test]
     fn the_spec_example_parses() {
-        let s = parse_one(SPEC_SESSION.as_bytes(), "other").unwrap();
+        let s = parse_one(SPEC_SESSION.as_bytes(), "other", None).unwrap();
         assert_eq!(s.id, "aps1qqonvr2SZv6o70h8");
         assert_eq!(s.identity_source_id, "0oa3l6l6WK6h0R0QW0g4");
         assert_eq!(s.status, SessionStatus::InProgress);
@@ -107,7 +126,7 @@ mod tests {
 
     #[test]
     fn legacy_sessions_without_timestamps_or_source_parse() {
-        let s = parse_one(br#"{"id":"aps1","status":"CREATED"}"#, "0oa9").unwrap();
+        let s = parse_one(br#"{"id":"aps1","status":"CREATED"}"#, "0oa9", None).unwrap();
         assert_eq!(s.identity_source_id, "0oa9");
         assert_eq!(s.status, SessionStatus::Created);
         assert_eq!(s.created, None);
@@ -115,7 +134,7 @@ mod tests {
 
     #[test]
     fn start_import_accepts_object_array_of_one_and_picks_by_id() {
-        let trig = |body: &str| parse_triggered(body.as_bytes(), "0oa9", "aps2");
+        let trig = |body: &str| parse_triggered(body.as_bytes(), "0oa9", "aps2", None);
         assert_eq!(trig(r#"{"id":"aps2","status":"TRIGGERED"}"#).unwrap().status, SessionStatus::Triggered);
         assert_eq!(trig(r#"[{"id":"aps2","status":"TRIGGERED"}]"#).unwrap().id, "aps2");
         let two = r#"[{"id":"aps1","status":"COMPLETED"},{"id":"aps2","status":"TRIGGERED"}]"#;
@@ -127,14 +146,14 @@ mod tests {
 
     #[test]
     fn an_unknown_status_is_malformed_not_guessed() {
-        let err = parse_one(br#"{"id":"aps1","status":"PAUSED"}"#, "0oa9").unwrap_err();
+        let err = parse_one(br#"{"id":"aps1","status":"PAUSED"}"#, "0oa9", None).unwrap_err();
         assert!(matches!(err, OktaError::Malformed(ref m) if m.contains("PAUSED")), "{err}");
     }
 
     #[test]
     fn lists_parse() {
         let body = format!("[{SPEC_SESSION},{{\"id\":\"aps2\",\"status\":\"EXPIRED\"}}]");
-        let list = parse_list(body.as_bytes(), "0oa9").unwrap();
+        let list = parse_list(body.as_bytes(), "0oa9", None).unwrap();
         assert_eq!(
             list.iter().map(|s| s.status).collect::<Vec<_>>(),
             vec![SessionStatus::InProgress, SessionStatus::Expired]

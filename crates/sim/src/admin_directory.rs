@@ -129,8 +129,9 @@ async fn seed_directory(
         dir.reset();
     }
     let seeded = users.len();
+    let now = state.clock.now().wall;
     for user in users {
-        dir.insert(user)?;
+        dir.insert_at(user, now)?;
     }
     Ok(Json(json!({ "seeded": seeded, "total": dir.len(), "malformed": malformed })))
 }
@@ -149,7 +150,7 @@ async fn create(
         obj.entry("id").or_insert_with(|| json!(uuid::Uuid::new_v4().to_string()));
     }
     let mut dir = crate::app::lock(&state.directory);
-    let created = dir.create(user)?.clone();
+    let created = dir.create_at(user, state.clock.now().wall)?.clone();
     Ok((StatusCode::CREATED, Json(Value::Object(created))))
 }
 
@@ -185,7 +186,7 @@ async fn delete(
     Query(opts): Query<DeleteOptions>,
 ) -> Result<StatusCode, AdminError> {
     let how = if opts.soft { Removal::SoftDeleted } else { Removal::Deleted };
-    crate::app::lock(&state.directory).remove(&id, how)?;
+    crate::app::lock(&state.directory).remove_at(&id, how, state.clock.now().wall)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

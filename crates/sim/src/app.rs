@@ -21,10 +21,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::SimConfig;
+use crate::clock::{Clock, Moment};
 use crate::faults::{self, DropConnection, Faults, Service};
 use crate::okta::{self, OktaState, oauth::AssertionKey};
 use crate::ratelimit::RateLimiter;
@@ -35,6 +35,8 @@ use crate::ratelimit::RateLimiter;
 /// lines that read or change state, never across an `.await`.
 pub struct AppState {
     pub cfg: SimConfig,
+    /// The clock Okta and Graph read; tests may pin it.
+    pub clock: Clock,
     pub okta: Mutex<OktaState>,
     pub directory: Mutex<crate::directory::Directory>,
     pub entra: Mutex<crate::entra::Tokens>,
@@ -64,6 +66,7 @@ impl AppState {
         check_durations(&cfg)?;
         let okta_key = cfg.okta_public_key.as_deref().map(AssertionKey::load).transpose()?;
         Ok(Self {
+            clock: Clock::start(),
             okta: Mutex::new(OktaState::new(&cfg)),
             directory: Mutex::new(crate::directory::Directory::default()),
             entra: Mutex::new(crate::entra::Tokens::default()),
@@ -77,7 +80,7 @@ impl AppState {
     }
 
     /// The Okta state, brought up to `now` (expiries, completed imports).
-    pub fn okta_at(&self, now: Instant) -> MutexGuard<'_, OktaState> {
+    pub fn okta_at(&self, now: Moment) -> MutexGuard<'_, OktaState> {
         let mut okta = lock(&self.okta);
         okta.advance(now);
         okta

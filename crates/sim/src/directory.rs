@@ -9,6 +9,10 @@
 //! at. Deleted users stay behind as tombstones so delta can report them as
 //! `@removed`.
 //!
+//! The directory never reads a clock: the two timestamps it stamps
+//! (`createdDateTime`, `deletedDateTime`) come from the `*_at` methods'
+//! `now`; the plain methods pass the wall clock.
+//!
 //! Users are stored as raw JSON on purpose: the seeder can plant malformed
 //! records (a number where Graph has a string, duplicate ids) that the product
 //! must survive, which a typed struct could not even hold.
@@ -151,9 +155,14 @@ impl Directory {
     /// duplicates on purpose (see `seed`). Use [`Directory::create`] for the
     /// admin API, which refuses them. `createdDateTime` is stamped when absent.
     pub fn insert(&mut self, user: Value) -> Result<&User, DirectoryError> {
+        self.insert_at(user, OffsetDateTime::now_utc())
+    }
+
+    /// [`Directory::insert`], stamping `createdDateTime` with `now`.
+    pub fn insert_at(&mut self, user: Value, now: OffsetDateTime) -> Result<&User, DirectoryError> {
         let mut user = into_object(user)?;
         let id = user.get("id").and_then(Value::as_str).ok_or(DirectoryError::MissingId)?.to_owned();
-        user.entry("createdDateTime").or_insert_with(|| Value::String(now_rfc3339()));
+        user.entry("createdDateTime").or_insert_with(|| Value::String(rfc3339(now)));
         self.version += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -164,11 +173,16 @@ impl Directory {
 
     /// Adds a user whose id is not taken.
     pub fn create(&mut self, user: Value) -> Result<&User, DirectoryError> {
+        self.create_at(user, OffsetDateTime::now_utc())
+    }
+
+    /// [`Directory::create`], stamping `createdDateTime` with `now`.
+    pub fn create_at(&mut self, user: Value, now: OffsetDateTime) -> Result<&User, DirectoryError> {
         let id = user.get("id").and_then(Value::as_str).ok_or(DirectoryError::MissingId)?;
         if self.by_id.contains_key(id) {
             return Err(DirectoryError::Exists(id.to_owned()));
         }
-        self.insert(user)
+        self.insert_at(user, now)
     }
 
     /// Merges `patch` into the user: present keys replace, `null` clears.
@@ -195,13 +209,18 @@ impl Directory {
 
     /// Deletes a user, leaving a tombstone for delta.
     pub fn remove(&mut self, id: &str, how: Removal) -> Result<(), DirectoryError> {
+        self.remove_at(id, how, OffsetDateTime::now_utc())
+    }
+
+    /// [`Directory::remove`]; a soft delete stamps `deletedDateTime` with `now`.
+    pub fn remove_at(&mut self, id: &str, how: Removal, now: OffsetDateTime) -> Result<(), DirectoryError> {
         let seq = self.by_id.remove(id).ok_or_else(|| DirectoryError::NotFound(id.to_owned()))?;
         self.version += 1;
         if let Some(entry) = self.entries.get_mut(&seq) {
             entry.removed = Some(how);
             entry.changed = self.version;
             if how == Removal::SoftDeleted {
-                entry.user.insert("deletedDateTime".into(), Value::String(now_rfc3339()));
+                entry.user.insert("deletedDateTime".into(), Value::String(rfc3339(now)));
             }
         }
         Ok(())
@@ -219,10 +238,10 @@ fn into_object(value: Value) -> Result<User, DirectoryError> {
     }
 }
 
-/// Graph's `createdDateTime` shape: whole seconds, `Z`.
-fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
-    now.format(&Rfc3339).unwrap_or_default()
+/// Graph's `createdDateTime` shape: whole seconds, UTC, `Z`.
+fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
 }
 
 #[cfg(test)]

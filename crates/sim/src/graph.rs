@@ -24,13 +24,19 @@
 //!   once, never lost). Deleted users come as `{"id", "@removed": {"reason"}}`,
 //!   except those created and deleted since the token: the client never saw them.
 //!
+//! [`respond`] is all of it as one plain function of the directory, the
+//! request and the time, so a simulation can ask it without HTTP; the axum
+//! handler only checks the bearer token and calls it.
+//!
 //! Sandbox-only, documented deviations: delta also takes `$top` as its page
 //! size (real Graph only honours `Prefer: odata.maxpagesize=N`); a `$filter`
 //! may only join with `and` (delta: `id eq` joined with `or`); `$orderby`,
 //! `$expand` and `$search` are refused with 400.
 
+mod request;
+
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -41,6 +47,8 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+pub(crate) use self::request::RequestIds;
+pub use self::request::{GraphRequest, GraphResponse};
 use crate::app::Shared;
 use crate::directory::{Directory, Entry, User};
 use crate::entra;
@@ -55,115 +63,103 @@ const MAX_DELTA_IDS: usize = 50;
 
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/v1.0/users", get(list_users))
-        .route("/v1.0/users/delta", get(users_delta))
-        .route("/v1.0/users/delta()", get(users_delta))
-        .route("/v1.0/users/microsoft.graph.delta()", get(users_delta))
+        .route("/v1.0/users", get(serve))
+        .route("/v1.0/users/delta", get(serve))
+        .route("/v1.0/users/delta()", get(serve))
+        .route("/v1.0/users/microsoft.graph.delta()", get(serve))
 }
 
-async fn list_users(State(state): State<Shared>, headers: HeaderMap, uri: Uri, RawQuery(query): RawQuery) -> Response {
-    let call = Call::new(&headers, &uri);
+/// Every read route: the bearer token, then [`respond`] at the sandbox's clock.
+async fn serve(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(denied) = entra::check_bearer(&state, &headers) {
         return denied.into_response();
     }
+    let request = from_http(headers, &uri);
     let directory = crate::app::lock(&state.directory);
-    let result = list_page(&directory, &call, query.as_deref(), &headers);
+    let answer = respond(&directory, &request, state.clock.now().wall);
     drop(directory);
-    call.respond(result)
+    answer.into_response()
 }
 
-async fn users_delta(State(state): State<Shared>, headers: HeaderMap, uri: Uri, RawQuery(query): RawQuery) -> Response {
-    let call = Call::new(&headers, &uri);
-    if let Err(denied) = entra::check_bearer(&state, &headers) {
-        return denied.into_response();
+/// The request as `respond` takes it: links are built on the Host the caller
+/// used (so they work at any address), and ids are fresh per request.
+fn from_http(mut headers: HeaderMap, uri: &Uri) -> GraphRequest {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".to_owned());
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http")
+        .to_owned();
+    // Graph makes up a client-request-id of its own when the caller sent none.
+    let ids = RequestIds::from_headers(&headers);
+    if let Ok(value) = HeaderValue::from_str(&ids.client_request_id) {
+        headers.insert(HeaderName::from_static("client-request-id"), value);
     }
-    let directory = crate::app::lock(&state.directory);
-    let result = delta_page(&directory, &call, query.as_deref(), &headers, OffsetDateTime::now_utc());
-    drop(directory);
-    call.respond(result)
+    GraphRequest {
+        base: format!("{scheme}://{host}"),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        request_id: ids.request_id,
+    }
 }
 
-// ---------------------------------------------------------------------------
-// Request identity and responses
-// ---------------------------------------------------------------------------
-
-/// What every Graph response echoes about its request.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestIds {
-    pub request_id: String,
-    /// The caller's `client-request-id`, or a fresh one, as Graph does.
-    pub client_request_id: String,
-}
-
-impl RequestIds {
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let client_request_id = headers
-            .get("client-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        RequestIds { request_id, client_request_id }
-    }
-
-    fn apply(&self, headers: &mut HeaderMap) {
-        for (name, value) in [("request-id", &self.request_id), ("client-request-id", &self.client_request_id)] {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-        }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(
-                "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8",
-            ),
-        );
-        headers.insert(HeaderName::from_static("odata-version"), HeaderValue::from_static("4.0"));
-    }
-
-    /// A Graph JSON response with Graph's headers.
-    pub(crate) fn json(&self, status: StatusCode, body: &Value) -> Response {
-        let mut response = (status, body.to_string()).into_response();
-        self.apply(response.headers_mut());
+impl IntoResponse for GraphResponse {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::body::Body::from(self.body)).into_response();
+        response.headers_mut().extend(self.headers);
         response
     }
 }
 
-/// One Graph call: its ids and the base URL links are built on.
-struct Call {
-    ids: RequestIds,
-    /// `http://host:port`, from the request, so links work at any address.
-    base: String,
+/// Answers one GET of `/v1.0/users` or `/v1.0/users/delta` as Graph would at
+/// `now` (which only delta tokens' 7-day lifetime and error dates depend
+/// on). Reads nothing else: no clock, no randomness, no I/O. Any other path
+/// is the router's bare 404.
+pub fn respond(dir: &Directory, req: &GraphRequest, now: OffsetDateTime) -> GraphResponse {
+    let ids = RequestIds::echoing(&req.headers, req.request_id.clone(), || req.request_id.clone());
+    let call = Call { ids, base: &req.base };
+    let query = req.query.as_deref();
+    let result = match req.path.as_str() {
+        "/v1.0/users" => list_page(dir, &call, query, &req.headers),
+        "/v1.0/users/delta" | "/v1.0/users/delta()" | "/v1.0/users/microsoft.graph.delta()" => {
+            delta_page(dir, &call, query, &req.headers, now)
+        }
+        _ => return GraphResponse { status: StatusCode::NOT_FOUND, headers: HeaderMap::new(), body: Vec::new() },
+    };
+    call.respond(result, now)
 }
 
-impl Call {
-    fn new(headers: &HeaderMap, uri: &Uri) -> Self {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| uri.authority().map(|a| a.to_string()))
-            .unwrap_or_else(|| "localhost".to_owned());
-        let scheme = headers
-            .get("x-forwarded-proto")
-            .and_then(|h| h.to_str().ok())
-            .filter(|p| *p == "https" || *p == "http")
-            .unwrap_or("http");
-        Call { ids: RequestIds::from_headers(headers), base: format!("{scheme}://{host}") }
-    }
+// ---------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------
 
-    fn respond(&self, result: Result<Page, GraphError>) -> Response {
+/// One Graph call: its ids and the base URL links are built on.
+struct Call<'a> {
+    ids: RequestIds,
+    /// `http://host:port`.
+    base: &'a str,
+}
+
+impl Call<'_> {
+    fn respond(&self, result: Result<Page, GraphError>, now: OffsetDateTime) -> GraphResponse {
         match result {
             Ok(page) => {
                 let mut response = self.ids.json(StatusCode::OK, &page.body);
                 if let Some(size) = page.preference_applied
                     && let Ok(v) = HeaderValue::from_str(&format!("odata.maxpagesize={size}"))
                 {
-                    response.headers_mut().insert(HeaderName::from_static("preference-applied"), v);
+                    response.headers.insert(HeaderName::from_static("preference-applied"), v);
                 }
                 response
             }
-            Err(e) => e.into_response(&self.ids),
+            Err(e) => e.render(&self.ids, now),
         }
     }
 
@@ -204,8 +200,14 @@ impl GraphError {
         Self::new(StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", message)
     }
 
+    /// The error as the HTTP layer sends it (401s, injected faults), dated now.
     pub(crate) fn into_response(self, ids: &RequestIds) -> Response {
-        let date = inner_error_date();
+        self.render(ids, OffsetDateTime::now_utc()).into_response()
+    }
+
+    /// Graph's error answer, with `innerError.date` from `now`.
+    fn render(&self, ids: &RequestIds, now: OffsetDateTime) -> GraphResponse {
+        let date = inner_error_date_at(now);
         let body = json!({
             "error": {
                 "code": self.code,
@@ -218,16 +220,21 @@ impl GraphError {
             }
         });
         let mut response = ids.json(self.status, &body);
-        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            response.headers_mut().insert(header::LOCATION, location);
+        if let Some(location) = self.location.as_deref().and_then(|l| HeaderValue::from_str(l).ok()) {
+            response.headers.insert(header::LOCATION, location);
         }
         response
     }
 }
 
-/// Graph's `innerError.date`: ISO 8601 without an offset.
+/// Graph's `innerError.date` now.
 pub(crate) fn inner_error_date() -> String {
-    OffsetDateTime::now_utc()
+    inner_error_date_at(OffsetDateTime::now_utc())
+}
+
+/// Graph's `innerError.date`: ISO 8601 in UTC, without an offset.
+fn inner_error_date_at(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
         .format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"))
         .unwrap_or_default()
 }
@@ -1083,7 +1090,7 @@ mod tests {
     fn delta_tokens_die_after_seven_days() {
         let mut dir = Directory::default();
         dir.insert(json!({"id": "a"})).unwrap();
-        let call = Call { ids: RequestIds::from_headers(&HeaderMap::new()), base: "http://sim".into() };
+        let call = Call { ids: RequestIds::from_headers(&HeaderMap::new()), base: "http://sim" };
         let headers = HeaderMap::new();
         let issued = OffsetDateTime::now_utc() - time::Duration::days(8);
         let first = delta_page(&dir, &call, None, &headers, issued).unwrap();
@@ -1095,5 +1102,34 @@ mod tests {
         let stale = delta_page(&dir, &call, Some(query), &headers, OffsetDateTime::now_utc()).unwrap_err();
         assert_eq!((stale.status, stale.code), (StatusCode::GONE, "syncStateNotFound"));
         assert_eq!(stale.location.as_deref(), Some("http://sim/v1.0/users/delta?$deltatoken="));
+    }
+
+    #[test]
+    fn respond_reads_no_time_but_the_one_it_is_given() {
+        // Far from the real clock: a reading of it would show, or change a verdict.
+        let t = time::macros::datetime!(2031-02-03 04:05:06 UTC);
+        let mut dir = Directory::default();
+        for id in ["a", "b", "c"] {
+            dir.insert_at(json!({"id": id, "displayName": id}), t).unwrap();
+        }
+        let get = |url: &str| GraphRequest::get(url).unwrap().header("prefer", "odata.maxpagesize=2");
+        let first = respond(&dir, &get("http://sim/v1.0/users/delta?$select=id,createdDateTime"), t);
+        assert_eq!(first, respond(&dir, &get("http://sim/v1.0/users/delta?$select=id,createdDateTime"), t));
+        let body: Value = serde_json::from_slice(&first.body).unwrap();
+        assert_eq!(body["value"][0]["createdDateTime"], "2031-02-03T04:05:06Z");
+        assert_eq!(first.headers["preference-applied"], "odata.maxpagesize=2");
+
+        let next = body["@odata.nextLink"].as_str().unwrap();
+        let last: Value = serde_json::from_slice(&respond(&dir, &get(next), t).body).unwrap();
+        let link = last["@odata.deltaLink"].as_str().unwrap();
+        let fresh = respond(&dir, &get(link), t + time::Duration::days(6));
+        assert_eq!(fresh.status, StatusCode::OK, "six days after the round, by the given clock");
+        let stale = respond(&dir, &get(link).request_id("r-1"), t + time::Duration::days(8));
+        assert_eq!(stale.status, StatusCode::GONE);
+        let error: Value = serde_json::from_slice(&stale.body).unwrap();
+        assert_eq!(error["error"]["innerError"]["date"], "2031-02-11T04:05:06");
+        assert_eq!(error["error"]["innerError"]["request-id"], "r-1");
+        assert_eq!(error["error"]["innerError"]["client-request-id"], "r-1", "no client-request-id sent: Graph's own");
+        assert_eq!(stale.headers["location"], "http://sim/v1.0/users/delta?$select=id%2CcreatedDateTime&$deltatoken=");
     }
 }

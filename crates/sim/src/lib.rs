@@ -5,6 +5,7 @@
 //!
 //! Module map:
 //! - `config`    flags and environment (`SimConfig`)
+//! - `clock`     `Moment`, the time every rule is given, and the sandbox's `Clock`
 //! - `entra`     `POST /{tenant}/oauth2/v2.0/token`, bearer-token checks for Graph
 //! - `graph`     `GET /v1.0/users`, `GET /v1.0/users/delta`
 //! - `directory` the source users (Entra side) and their change log for delta
@@ -17,6 +18,7 @@
 
 pub mod admin_directory;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod entra;

@@ -316,29 +316,34 @@ fn log_event(e: &RunEvent) {
     }
 }
 
-/// Makes one Okta call and says what came of it, with Okta's clock.
+/// Makes one Okta call and says what came of it, with Okta's clock (the
+/// `Date` of a session's answer).
 async fn call_okta(okta: OktaClient, request: Call) -> Reply {
-    let session = |s: Session| Answer::Session(SessionInfo { id: s.id, status: s.status });
+    let one = |s: Session| (s.okta_date, Answer::Session(SessionInfo { id: s.id, status: s.status }));
     let result = match request {
-        Call::CreateSession => okta.create_session().await.map(session),
+        Call::CreateSession => okta.create_session().await.map(one),
         Call::ListSessions => okta.list_sessions().await.map(|list| {
-            Answer::Sessions(list.into_iter().map(|s| SessionInfo { id: s.id, status: s.status }).collect())
+            let date = list.first().and_then(|s| s.okta_date);
+            (date, Answer::Sessions(list.into_iter().map(|s| SessionInfo { id: s.id, status: s.status }).collect()))
         }),
-        Call::GetSession { session: id } => okta.get_session(&id).await.map(session),
-        Call::CancelSession { session: id } => okta.delete_session(&id).await.map(|()| Answer::Accepted),
+        Call::GetSession { session: id } => okta.get_session(&id).await.map(one),
+        Call::CancelSession { session: id } => okta.delete_session(&id).await.map(|()| (None, Answer::Accepted)),
         Call::Bulk { session: id, op: Op::Upsert, profiles } => {
-            okta.bulk_upsert(&id, &profiles).await.map(|()| Answer::Accepted)
+            okta.bulk_upsert(&id, &profiles).await.map(|()| (None, Answer::Accepted))
         }
         Call::Bulk { session: id, op: Op::Delete, profiles } => {
-            okta.bulk_delete(&id, &profiles).await.map(|()| Answer::Accepted)
+            okta.bulk_delete(&id, &profiles).await.map(|()| (None, Answer::Accepted))
         }
-        Call::StartImport { session: id } => okta.start_import(&id).await.map(session),
+        Call::StartImport { session: id } => okta.start_import(&id).await.map(one),
     };
-    Reply { result: result.map_err(failure), okta_date: okta.take_date() }
+    match result {
+        Ok((okta_date, answer)) => Reply::ok(answer, okta_date),
+        Err(e) => Reply::failed(failure(e), None),
+    }
 }
 
 /// An Okta client error, by what the machine does about it.
-fn failure(e: OktaError) -> Failure {
+pub fn failure(e: OktaError) -> Failure {
     match e {
         OktaError::CreateRefused { summary } => Failure::CreateRefused { summary },
         OktaError::Validation { summary, causes, .. } => Failure::Invalid { summary, causes },

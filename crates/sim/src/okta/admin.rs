@@ -15,7 +15,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::time::Instant;
 
 use super::schema::ProfileSchema;
 use crate::app::Shared;
@@ -29,17 +28,17 @@ pub fn routes() -> Router<Shared> {
 }
 
 async fn users(State(state): State<Shared>) -> Response {
-    let okta = state.okta_at(Instant::now());
+    let okta = state.okta_at(state.clock.now());
     Json(okta.users.views()).into_response()
 }
 
 async fn sessions(State(state): State<Shared>) -> Response {
-    let records = state.okta_at(Instant::now()).sessions.records();
+    let records = state.okta_at(state.clock.now()).sessions.records();
     Json(records).into_response()
 }
 
 async fn refused(State(state): State<Shared>) -> Response {
-    let refused = state.okta_at(Instant::now()).refused.clone();
+    let refused = state.okta_at(state.clock.now()).refused.clone();
     Json(refused).into_response()
 }
 

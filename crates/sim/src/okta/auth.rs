@@ -32,7 +32,7 @@ fn authorize(state: &Shared, headers: &HeaderMap, read_only: bool) -> Result<(),
     if !scheme.eq_ignore_ascii_case("Bearer") {
         return Err(OktaError::invalid_token());
     }
-    let okta = state.okta_at(Instant::now());
+    let okta = state.okta_at(state.clock.now());
     let scopes = okta.tokens.scopes(credential, Instant::now()).ok_or_else(OktaError::invalid_token)?;
     let allowed = scopes.contains(MANAGE_SCOPE) || (read_only && scopes.contains(READ_SCOPE));
     if allowed { Ok(()) } else { Err(OktaError::forbidden()) }

@@ -4,11 +4,8 @@
 //! reference give (reference §1.4). `errorLink` repeats the code and `errorId`
 //! is fresh per response, as Okta does.
 
-use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde::Serialize;
 
 /// A refused Okta request, as the handlers build it.
@@ -119,22 +116,29 @@ struct Cause<'a> {
     error_summary: &'a str,
 }
 
-/// An id shaped like Okta's (`oae` + 22 characters); only uniqueness matters.
-fn error_id() -> String {
-    let tail: String = rand::rng().sample_iter(Alphanumeric).take(22).map(char::from).collect();
-    format!("oae{tail}")
-}
-
-impl IntoResponse for OktaError {
-    fn into_response(self) -> Response {
+impl OktaError {
+    /// The JSON body Okta sends for this error, with `error_id` as its `errorId`.
+    pub fn body(&self, error_id: String) -> Vec<u8> {
         let body = Body {
             error_code: self.code,
             error_summary: &self.summary,
             error_link: self.code,
-            error_id: error_id(),
+            error_id,
             error_causes: self.causes.iter().map(|c| Cause { error_summary: c }).collect(),
         };
-        let mut response = (self.status, Json(body)).into_response();
+        // Strings all the way down: encoding cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// The refusals the HTTP layer makes itself (auth, rate limit, injected
+/// faults), marked for the recorder. The API's own refusals are rendered and
+/// recorded by [`super::call::handle`].
+impl IntoResponse for OktaError {
+    fn into_response(self) -> Response {
+        let error_id = super::ids::error_id(&mut rand::rng());
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, "application/json")], self.body(error_id)).into_response();
         let refusal = Refusal { code: self.code.to_owned(), summary: self.summary, causes: self.causes };
         response.extensions_mut().insert(refusal);
         response

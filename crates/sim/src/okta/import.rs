@@ -6,16 +6,18 @@
 //! log lines appear, when Okta would have finished them.
 
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::app::Shared;
 
 pub async fn run(state: Shared, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let deadline = state.okta_at(Instant::now()).sessions.next_deadline();
+        let now = state.clock.now();
+        let deadline = state.okta_at(now).sessions.next_deadline();
         let wait = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
+                // Measured from `now` rather than as an instant, so that a
+                // pinned clock makes this wait, not spin.
+                Some(at) => tokio::time::sleep(at.saturating_sub(now.elapsed)).await,
                 None => std::future::pending().await,
             }
         };

@@ -1,7 +1,9 @@
 //! Okta's Identity Sources API ("Anything-as-a-Source"), as strict as Okta.
 //!
-//! - `api`      the session routes: create, list, get, cancel, bulk loads, start-import
+//! - `call`     the API as one plain function: request and moment in, answer out (`handle`)
+//! - `api`      the session routes over HTTP, a thin wrapper around `call`
 //! - `session`  the session state machine, the per-session limits and the import queue
+//! - `ids`      where session ids and error ids come from (random, or seeded)
 //! - `bulk`     bulk bodies and Okta's rules for them (200 profiles, 200 KB, strings only)
 //! - `store`    the Okta users the imports produce
 //! - `auth`     `SSWS` tokens and OAuth bearer tokens with their scopes
@@ -15,7 +17,9 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod bulk;
+pub mod call;
 pub mod error;
+pub mod ids;
 pub mod import;
 pub mod oauth;
 pub mod schema;
@@ -30,10 +34,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::time::Instant;
 
+pub use crate::clock::Moment;
+pub use call::{OktaRequest, OktaResponse, Operation, handle};
 pub use error::OktaError;
-pub use session::{Moment, Rules, SessionView, Status};
+pub use ids::IdSource;
+pub use session::{Rules, SessionView, Status};
 
 use crate::SimConfig;
 use crate::app::Shared;
@@ -47,6 +53,8 @@ pub struct OktaState {
     pub refused: VecDeque<RefusedRequest>,
     /// The declared profile schema; `None` accepts every attribute.
     pub schema: Option<schema::ProfileSchema>,
+    /// Session ids and error ids.
+    pub ids: IdSource,
 }
 
 /// Refusals kept for inspection; the oldest go first past this many.
@@ -67,6 +75,7 @@ pub struct RefusedRequest {
 }
 
 impl OktaState {
+    /// Okta as `cfg` describes it, with random ids; see [`OktaState::with_ids`].
     pub fn new(cfg: &SimConfig) -> Self {
         let rules = Rules {
             cooldown: cfg.cooldown,
@@ -79,12 +88,21 @@ impl OktaState {
             tokens: oauth::TokenStore::default(),
             refused: VecDeque::new(),
             schema: None,
+            ids: IdSource::random(),
         }
     }
 
+    /// The same state drawing its ids from `ids`: a seeded source makes the
+    /// same calls give the same session ids and error ids.
+    pub fn with_ids(mut self, ids: IdSource) -> Self {
+        self.ids = ids;
+        self
+    }
+
     /// Brings the state up to `now`: expiries, and completed imports applied
-    /// to the users in the order Okta processed them.
-    pub fn advance(&mut self, now: Instant) {
+    /// to the users in the order Okta processed them. Time passes only here
+    /// (and in [`handle`], which calls it first).
+    pub fn advance(&mut self, now: Moment) {
         for done in self.sessions.advance(now) {
             for load in &done.loads {
                 self.users.apply(load, done.at);
@@ -95,7 +113,7 @@ impl OktaState {
     /// Forgets sessions, users, the cooldown, refusals and the declared
     /// schema. Issued tokens stay valid: a reset is about data, and a client
     /// holding a token must not start failing auth because a test reset the
-    /// sandbox.
+    /// sandbox. Ids carry on, so no session id is ever handed out twice.
     pub fn reset(&mut self) {
         self.sessions.reset();
         self.users = store::UserStore::default();
@@ -134,21 +152,23 @@ async fn token_rate_limit(State(state): State<Shared>, req: Request, next: Next)
 }
 
 async fn rate_limited(limiter: &crate::ratelimit::RateLimiter, req: Request, next: Next) -> Response {
-    let standing = limiter.hit(Instant::now());
+    let standing = limiter.hit(tokio::time::Instant::now());
     let mut response = if standing.exceeded { OktaError::rate_limited().into_response() } else { next.run(req).await };
     standing.apply(response.headers_mut());
     response
 }
 
-/// Keeps every refusal for `/sim/okta/refused`, so a test can prove there
-/// were none.
+/// Keeps the HTTP layer's refusals (auth, rate limit, the token endpoint)
+/// for `/sim/okta/refused`, so a test can prove there were none. The API's
+/// own refusals are recorded by [`handle`].
 async fn record_refusals(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let response = next.run(req).await;
     if let Some(refusal) = response.extensions().get::<error::Refusal>() {
+        let now = state.clock.now();
         let r = RefusedRequest {
-            at: OffsetDateTime::now_utc(),
+            at: now.wall,
             method,
             path,
             status: response.status().as_u16(),
@@ -156,7 +176,7 @@ async fn record_refusals(State(state): State<Shared>, req: Request, next: Next) 
             error_summary: refusal.summary.clone(),
             error_causes: refusal.causes.clone(),
         };
-        state.okta_at(Instant::now()).record_refusal(r);
+        state.okta_at(now).record_refusal(r);
     }
     response
 }

@@ -273,7 +273,7 @@ fn issue(state: &Shared, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<
     }
 
     let now = Instant::now();
-    let mut okta = state.okta_at(now);
+    let mut okta = state.okta_at(state.clock.now());
     if let Some(jti) = &claims.jti {
         let lives = Duration::from_secs(u64::try_from(claims.exp - now_epoch).unwrap_or(0));
         if !okta.tokens.use_jti(jti, now + lives, now) {

@@ -8,43 +8,25 @@
 //!     └──────── idle for `idle_expiry` ───┴─────────────▶ EXPIRED
 //! ```
 //!
-//! Time is passed in (`Moment`), never read here, so every rule is a plain
-//! function of the calls made and the times they were made at. Imports are
+//! Time is passed in (`Moment`), never read here, and ids come from the
+//! caller's [`IdSource`], so every rule is a plain function of the calls made
+//! and the times they were made at. Imports are
 //! scheduled, not run: a triggered session's import starts when the previous
 //! one ends (Okta processes one session at a time per identity source) and
 //! completes `import_duration` later; `advance` settles whatever is due.
 
 use std::time::Duration;
 
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::time::Instant;
 
 use super::bulk::Load;
 use super::error::OktaError;
+use super::ids::IdSource;
+use crate::clock::Moment;
 
 /// "At most 50 bulk requests per session" (reference §2).
 pub const MAX_REQUESTS_PER_SESSION: usize = 50;
-
-/// A point in time, both as the monotonic clock (for the rules) and as the
-/// wall clock (for what the API reports).
-#[derive(Debug, Clone, Copy)]
-pub struct Moment {
-    pub instant: Instant,
-    pub wall: OffsetDateTime,
-}
-
-impl Moment {
-    pub fn now() -> Self {
-        Self { instant: Instant::now(), wall: OffsetDateTime::now_utc() }
-    }
-
-    pub fn plus(self, d: Duration) -> Self {
-        Self { instant: self.instant + d, wall: self.wall + d }
-    }
-}
 
 /// The spec's `IdentitySourceSessionStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -176,7 +158,7 @@ pub struct Sessions {
     rules: Rules,
     /// In creation order.
     sessions: Vec<Session>,
-    last_trigger: Option<Instant>,
+    last_trigger: Option<Moment>,
     /// When the last queued import finishes; the next one starts there.
     queue_end: Option<Moment>,
 }
@@ -197,11 +179,26 @@ impl Sessions {
         &self.identity_source_id
     }
 
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// Every session, in creation order, with the requests it took.
+    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.iter()
+    }
+
+    /// When the last session was triggered; no session may be created
+    /// within `rules().cooldown` of it.
+    pub fn last_trigger(&self) -> Option<Moment> {
+        self.last_trigger
+    }
+
     /// Settles what time has decided: idle sessions expire, due imports complete.
-    pub fn advance(&mut self, now: Instant) -> Vec<CompletedImport> {
+    pub fn advance(&mut self, now: Moment) -> Vec<CompletedImport> {
         let idle = self.rules.idle_expiry;
         for s in self.sessions.iter_mut().filter(|s| s.status.is_open()) {
-            if now >= s.last_activity.instant + idle {
+            if now.elapsed >= s.last_activity.elapsed + idle {
                 s.status = Status::Expired;
                 s.last_updated = s.last_activity.plus(idle).wall;
                 s.loads.clear();
@@ -210,7 +207,7 @@ impl Sessions {
         }
         let mut done: Vec<CompletedImport> = Vec::new();
         for s in self.sessions.iter_mut().filter(|s| s.status == Status::Triggered) {
-            if let Some(due) = s.import_due.filter(|d| now >= d.instant) {
+            if let Some(due) = s.import_due.filter(|d| now.elapsed >= d.elapsed) {
                 s.status = Status::Completed;
                 s.last_updated = due.wall;
                 s.completed_at = Some(due.wall);
@@ -227,19 +224,22 @@ impl Sessions {
         done
     }
 
-    /// The next moment `advance` would change something, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// The next moment `advance` would change something, if any, as
+    /// [`Moment::elapsed`].
+    pub fn next_deadline(&self) -> Option<Duration> {
         self.sessions
             .iter()
             .filter_map(|s| match s.status {
-                Status::Created | Status::InProgress => Some(s.last_activity.instant + self.rules.idle_expiry),
-                Status::Triggered => s.import_due.map(|d| d.instant),
+                Status::Created | Status::InProgress => Some(s.last_activity.elapsed + self.rules.idle_expiry),
+                Status::Triggered => s.import_due.map(|d| d.elapsed),
                 _ => None,
             })
             .min()
     }
 
-    pub fn create(&mut self, now: Moment) -> Result<SessionView, OktaError> {
+    /// Opens a session named by the next id of `ids`, unless another is open
+    /// or the cooldown after the last trigger has not passed.
+    pub fn create(&mut self, now: Moment, ids: &mut IdSource) -> Result<SessionView, OktaError> {
         if let Some(open) = self.sessions.iter().find(|s| s.status.is_open()) {
             return Err(OktaError::validation(
                 "identity source session",
@@ -253,21 +253,21 @@ impl Sessions {
             ));
         }
         if let Some(t) = self.last_trigger {
-            let ready = t + self.rules.cooldown;
-            if now.instant < ready {
+            let ready = t.elapsed + self.rules.cooldown;
+            if now.elapsed < ready {
                 return Err(OktaError::validation(
                     "identity source session",
                     vec![format!(
                         "A new identity source session cannot be created within the cooldown of {} after \
                          triggering a session; try again in {}.",
                         humantime::format_duration(self.rules.cooldown),
-                        humantime::format_duration(round_up_ms(ready - now.instant))
+                        humantime::format_duration(round_up_ms(ready - now.elapsed))
                     )],
                 ));
             }
         }
         let session = Session {
-            id: session_id(),
+            id: ids.session_id(),
             status: Status::Created,
             created: now.wall,
             last_updated: now.wall,
@@ -374,7 +374,7 @@ impl Sessions {
             }
         }
         let start = match queue_end {
-            Some(end) if end.instant > now.instant => end,
+            Some(end) if end.elapsed > now.elapsed => end,
             _ => now,
         };
         let due = start.plus(rules.import_duration);
@@ -385,7 +385,7 @@ impl Sessions {
         s.import_due = Some(due);
         tracing::info!(session = %s.id, requests = s.requests.len(), "identity source session triggered");
         let view = view_of(&self.identity_source_id, s);
-        self.last_trigger = Some(now.instant);
+        self.last_trigger = Some(now);
         self.queue_end = Some(due);
         Ok(view)
     }
@@ -454,12 +454,6 @@ fn view_of(identity_source_id: &str, s: &Session) -> SessionView {
     }
 }
 
-/// An id shaped like Okta's (`aps` + 17 characters).
-fn session_id() -> String {
-    let tail: String = rand::rng().sample_iter(Alphanumeric).take(17).map(char::from).collect();
-    format!("aps{tail}")
-}
-
 /// Whole milliseconds, rounded up, so "try again in" is never too early.
 fn round_up_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
@@ -476,6 +470,10 @@ mod tests {
         Rules { cooldown: 10 * SECOND, import_duration: 3 * SECOND, idle_expiry: 100 * SECOND }
     }
 
+    fn start() -> (Moment, IdSource) {
+        (Moment::origin(time::macros::datetime!(2024-01-01 00:00 UTC)), IdSource::seeded(1))
+    }
+
     fn one_user(id: &str) -> Load {
         Load::Upsert(vec![UpsertProfile { external_id: id.into(), profile: Default::default() }])
     }
@@ -483,70 +481,70 @@ mod tests {
     #[test]
     fn lifecycle_and_queue() {
         let mut s = Sessions::new("0oa1".into(), rules());
-        let t0 = Moment::now();
-        let a = s.create(t0).unwrap();
+        let (t0, mut source) = start();
+        let a = s.create(t0, &mut source).unwrap();
         assert_eq!(s.trigger(&a.id, t0).unwrap_err().code, "E0000001", "empty session");
         s.load(&a.id, t0, one_user("u1"), 10, true).unwrap();
         assert_eq!(s.get(&a.id, t0).unwrap().status, Status::InProgress);
-        assert!(s.create(t0).is_err(), "second open session");
+        assert!(s.create(t0, &mut source).is_err(), "second open session");
         s.trigger(&a.id, t0).unwrap();
         assert!(s.trigger(&a.id, t0).is_err(), "second trigger");
         assert!(s.cancel(&a.id, t0).is_err(), "cancel after trigger");
-        assert!(s.create(t0.plus(9 * SECOND)).is_err(), "inside the cooldown");
+        assert!(s.create(t0.plus(9 * SECOND), &mut source).is_err(), "inside the cooldown");
 
-        let b = s.create(t0.plus(10 * SECOND)).unwrap();
+        let b = s.create(t0.plus(10 * SECOND), &mut source).unwrap();
         let t1 = t0.plus(10 * SECOND);
         s.load(&b.id, t1, one_user("u2"), 10, true).unwrap();
         s.trigger(&b.id, t1).unwrap();
 
-        assert!(s.advance(t0.plus(2 * SECOND).instant).is_empty());
-        let first = s.advance(t0.plus(3 * SECOND).instant);
+        assert!(s.advance(t0.plus(2 * SECOND)).is_empty());
+        let first = s.advance(t0.plus(3 * SECOND));
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].session_id, a.id);
         // b was triggered at 10s, after a finished, so it runs 10s..13s.
-        assert!(s.advance(t0.plus(12 * SECOND).instant).is_empty());
-        assert_eq!(s.advance(t0.plus(13 * SECOND).instant)[0].session_id, b.id);
+        assert!(s.advance(t0.plus(12 * SECOND)).is_empty());
+        assert_eq!(s.advance(t0.plus(13 * SECOND))[0].session_id, b.id);
     }
 
     #[test]
     fn imports_queue_behind_each_other() {
         let r = Rules { cooldown: Duration::ZERO, ..rules() };
         let mut s = Sessions::new("0oa1".into(), r);
-        let t0 = Moment::now();
+        let (t0, mut source) = start();
         let mut ids = Vec::new();
         for _ in 0..2 {
-            let x = s.create(t0).unwrap();
+            let x = s.create(t0, &mut source).unwrap();
             s.load(&x.id, t0, one_user("u"), 1, true).unwrap();
             s.trigger(&x.id, t0).unwrap();
             ids.push(x.id);
         }
-        assert_eq!(s.advance(t0.plus(3 * SECOND).instant).len(), 1);
-        assert!(s.advance(t0.plus(5 * SECOND).instant).is_empty(), "second waits for the first");
-        assert_eq!(s.advance(t0.plus(6 * SECOND).instant)[0].session_id, ids[1]);
+        assert_eq!(s.advance(t0.plus(3 * SECOND)).len(), 1);
+        assert!(s.advance(t0.plus(5 * SECOND)).is_empty(), "second waits for the first");
+        assert_eq!(s.advance(t0.plus(6 * SECOND))[0].session_id, ids[1]);
     }
 
     #[test]
     fn fifty_requests_then_refused_and_idle_sessions_expire() {
         let mut s = Sessions::new("0oa1".into(), rules());
-        let t0 = Moment::now();
-        let a = s.create(t0).unwrap();
+        let (t0, mut source) = start();
+        let a = s.create(t0, &mut source).unwrap();
         for _ in 0..MAX_REQUESTS_PER_SESSION {
             s.load(&a.id, t0, one_user("u"), 1, true).unwrap();
         }
         assert!(s.check_loadable(&a.id, t0).unwrap_err().causes[0].contains("50"));
 
         let idle = t0.plus(100 * SECOND);
-        assert_eq!(s.next_deadline(), Some(idle.instant));
-        s.advance(idle.instant);
+        assert_eq!(s.next_deadline(), Some(idle.elapsed));
+        s.advance(idle);
         assert_eq!(s.get(&a.id, idle).unwrap().status, Status::Expired);
-        assert!(s.create(idle).is_ok(), "an expired session no longer blocks");
+        assert!(s.create(idle, &mut source).is_ok(), "an expired session no longer blocks");
     }
 
     #[test]
     fn a_load_that_changes_nothing_leaves_the_session_created() {
         let mut s = Sessions::new("0oa1".into(), rules());
-        let t0 = Moment::now();
-        let a = s.create(t0).unwrap();
+        let (t0, mut source) = start();
+        let a = s.create(t0, &mut source).unwrap();
         s.load(&a.id, t0, Load::Delete(vec!["ghost".into()]), 5, false).unwrap();
         assert_eq!(s.get(&a.id, t0).unwrap().status, Status::Created);
         assert_eq!(s.records()[0].requests.len(), 1);

@@ -54,6 +54,11 @@ impl UserStore {
         self.users.get(external_id)
     }
 
+    /// Every user with its `externalId`, sorted by it.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &OktaUser)> {
+        self.users.iter().map(|(id, u)| (id.as_str(), u))
+    }
+
     /// Applies one accepted bulk request, as the import does at completion.
     pub fn apply(&mut self, load: &Load, at: OffsetDateTime) {
         match load {
