@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod messages;
 pub mod packing;
 pub mod reconcile;
+pub mod redact;
 pub mod report;
 pub mod roster;
 pub mod upload;
