@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use xaas_core::{Mode, RunId, SyncName};
 use xaas_workers::commands::{self, CommandError, EnqueueArgs, ParkedCommand};
-use xaas_workers::deps::Clients;
+use xaas_workers::deps::{Clients, Needs};
 use xaas_workers::runtime::RunError;
 use xaas_workers::telemetry::{self, LogFormat};
 use xaas_workers::{Deps, Role, StartupError, app};
@@ -184,8 +184,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => demo::run(&cli.config, args).await,
         Command::Worker { role, health_listen } => {
             let config = app::load_config(&cli.config)?;
-            // Every setting is checked before the broker is contacted.
-            let clients = Clients::build(&config)?;
+            // Every setting and secret of the role is checked before the
+            // broker is contacted.
+            let clients = Clients::build(&config, Needs::of(role), &app::process_env)?;
             let name = format!("{role:?}@{}", hostname()).to_lowercase();
             let broker = app::connect(&config, &name).await?;
             let deps = Deps::new(config, broker.clone(), clients);

@@ -2,6 +2,7 @@
 //! reads except where a caller passes the time in. The other crates speak to
 //! the outside world and hand their results to these types.
 
+pub mod broker_address;
 pub mod changes;
 pub mod config;
 pub mod history;
@@ -16,6 +17,7 @@ pub mod reconcile;
 pub mod redact;
 pub mod report;
 pub mod roster;
+pub mod secret;
 pub mod upload;
 pub mod validate;
 
