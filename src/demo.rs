@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use xaas_core::{Mode, SyncName};
 use xaas_sim::SimConfig;
 use xaas_workers::commands::{self, EnqueueArgs};
+use xaas_workers::deps::Needs;
 use xaas_workers::{Deps, Role, StartupError, app};
 
 use crate::Failure;
@@ -71,7 +72,7 @@ pub async fn run(config_path: &Path, args: DemoArgs) -> Result<(), Failure> {
     let sync = SyncName::parse(DEMO_SYNC).map_err(|e| StartupError::Other(e.to_string()))?;
     config.sync(&sync).map_err(StartupError::Config)?;
     let broker = app::connect(&config, "demo").await?;
-    let deps = Deps::build(config, broker.clone())?;
+    let deps = Deps::build(config, broker.clone(), Needs::ALL, &env)?;
 
     let shutdown = CancellationToken::new();
     let workers = tokio::spawn(xaas_workers::runtime::run(deps, Role::All, shutdown.clone()));

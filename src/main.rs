@@ -1,130 +1,18 @@
 //! `xaas`: the one binary. A thin clap front over the library crates.
 
+mod cli;
 mod demo;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Command, ParkedArg};
 use tokio_util::sync::CancellationToken;
-use xaas_core::{Mode, RunId, SyncName};
 use xaas_workers::commands::{self, CommandError, EnqueueArgs, ParkedCommand};
-use xaas_workers::deps::Clients;
+use xaas_workers::deps::{Clients, Needs};
 use xaas_workers::runtime::RunError;
-use xaas_workers::telemetry::{self, LogFormat};
-use xaas_workers::{Deps, Role, StartupError, app};
-
-/// Keeps an Okta org in step with Microsoft Entra ID through Okta's
-/// Identity Sources API.
-#[derive(Parser)]
-#[command(name = "xaas", version)]
-struct Cli {
-    /// The configuration file.
-    #[arg(long, global = true, env = "XAAS_CONFIG", default_value = "xaas.toml")]
-    config: PathBuf,
-    #[arg(long, global = true, env = "XAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the sandbox: Entra's token endpoint, Graph users and Okta Identity Sources.
-    Sim(Box<xaas_sim::SimConfig>),
-    /// Run a worker: fetcher, mapper, uploader, or all three.
-    Worker {
-        #[arg(value_enum)]
-        role: Role,
-        /// Serve /healthz and /metrics here.
-        #[arg(long, env = "XAAS_HEALTH_LISTEN")]
-        health_listen: Option<SocketAddr>,
-    },
-    /// Start a run of a configured sync.
-    Enqueue {
-        #[arg(long)]
-        sync: SyncName,
-        #[arg(long, value_enum, default_value_t = ModeArg::Full)]
-        mode: ModeArg,
-        /// Run the pipeline but send nothing to Okta; the report holds the plan.
-        #[arg(long)]
-        dry_run: bool,
-        /// Send every profile, even those unchanged since their last upload.
-        #[arg(long)]
-        force: bool,
-        /// Let this one run deactivate more than the sync's guards allow.
-        #[arg(long)]
-        allow_mass_deactivation: bool,
-        /// Follow the run and print its report.
-        #[arg(long)]
-        wait: bool,
-        #[arg(long)]
-        run_id: Option<RunId>,
-        /// With --wait: stop waiting after this long (e.g. 30m).
-        #[arg(long, value_parser = xaas_sim::config::parse_duration)]
-        timeout: Option<Duration>,
-        /// With --wait: print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Recent runs, or one run's report, read back from the events stream.
-    Status {
-        run: Option<RunId>,
-        /// With RUN: what the run did (a dry run: would do) with each user.
-        #[arg(long, requires = "run")]
-        plan: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Messages that could not be processed.
-    Parked {
-        #[command(subcommand)]
-        command: ParkedArg,
-    },
-    /// The newcomer's tour: sandbox + workers + a full sync of the sample users.
-    Demo(demo::DemoArgs),
-    /// Print the JSON Schema of SyncRequest, for starting runs from any AMQP client.
-    Schema,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ModeArg {
-    Full,
-    Delta,
-    Deactivate,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(m: ModeArg) -> Self {
-        match m {
-            ModeArg::Full => Mode::Full,
-            ModeArg::Delta => Mode::Delta,
-            ModeArg::Deactivate => Mode::Deactivate,
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum ParkedArg {
-    /// List parked messages (they stay parked).
-    List {
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
-    /// Show one parked message in full.
-    Show { position: usize },
-    /// Send parked messages back to the queue they came from.
-    Replay {
-        /// A position from `list`; omit with --all.
-        position: Option<usize>,
-        #[arg(long, conflicts_with = "position")]
-        all: bool,
-    },
-    /// Delete every parked message.
-    Purge,
-}
+use xaas_workers::telemetry;
+use xaas_workers::{Deps, StartupError, app};
 
 /// Exit codes: 0 done, 1 a run failed or a command failed at run time,
 /// 2 bad configuration or unreachable services at start.
@@ -184,8 +72,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => demo::run(&cli.config, args).await,
         Command::Worker { role, health_listen } => {
             let config = app::load_config(&cli.config)?;
-            // Every setting is checked before the broker is contacted.
-            let clients = Clients::build(&config)?;
+            // Every setting and secret of the role is checked before the
+            // broker is contacted.
+            let clients = Clients::build(&config, Needs::of(role), &app::process_env)?;
             let name = format!("{role:?}@{}", hostname()).to_lowercase();
             let broker = app::connect(&config, &name).await?;
             let deps = Deps::new(config, broker.clone(), clients);

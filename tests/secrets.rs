@@ -1,6 +1,7 @@
 //! Credentials: a wrong Graph secret or Okta token fails the run with a
 //! reason that says what to check, and nothing reaches Okta; known secret
-//! values never appear in any log line, event or error message.
+//! values never appear in any log line, event or error message; and each
+//! process holds only the secrets its role uses.
 
 mod common;
 
@@ -114,5 +115,36 @@ async fn a_full_sync_never_writes_a_secret_anywhere() {
     secrets.extend(tokens);
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     assert_never_said(&texts, &secrets);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_role_reads_only_its_own_secret_and_the_commands_none() {
+    let mut env = Env::start("per-role", Options::default()).await;
+    const GRAPH: &str = "XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET";
+    const OKTA: &str = "XAAS_SYNC_DEMO_OKTA_TOKEN";
+    let none = [(GRAPH, None), (OKTA, None)];
+    env.spawn_worker_env("fetcher", "fetcher", &[(OKTA, None)]);
+    env.spawn_worker_env("mapper", "mapper", &none);
+    env.spawn_worker_env("uploader", "uploader", &[(GRAPH, None)]);
+
+    // An operator's laptop or a CI job holds neither key.
+    let out = env.enqueue_wait_env(&none).await;
+    let report = json_report(&out);
+    assert_eq!(report["state"]["state"], "completed", "{report}");
+    assert_eq!(env.okta_users().await.len(), 299);
+    for args in [&["status"][..], &["status", "--json"], &["parked", "list"], &["enqueue", "--sync", "demo"]] {
+        let out = env.run_xaas_env(args, &none).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "xaas {} without secrets: {stderr}", args.join(" "));
+        assert!(!stderr.contains("error"), "xaas {}: {stderr}", args.join(" "));
+    }
+    let run = report["run_id"].as_str().unwrap();
+    let status = env.run_xaas_env(&["status"], &none).await;
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(listed.lines().any(|l| l.starts_with(run) && l.contains("completed")), "{listed}");
+    for label in ["fetcher", "mapper", "uploader"] {
+        assert!(env.worker_running(label), "the {label} runs without the other roles' secrets: {}", env.log(label));
+    }
     env.finish().await;
 }

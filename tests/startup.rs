@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{GRAPH_SECRET, OKTA_TOKEN, amqp_url, bin};
+use xaas_workers::deps::Needs;
 
 /// A working configuration (the broker of the tests, loopback http URLs).
 fn config_text(prefix: &str) -> String {
@@ -57,8 +58,13 @@ impl Case {
 
     /// `xaas worker all` with `config`, the test secrets, and `env` changes.
     fn worker(&self, config: &Path, env: &[(&str, Option<&str>)]) -> Output {
+        self.worker_role("all", config, env)
+    }
+
+    /// `xaas worker <role>`, as [`Case::worker`].
+    fn worker_role(&self, role: &str, config: &Path, env: &[(&str, Option<&str>)]) -> Output {
         let mut cmd = Command::new(bin());
-        cmd.args(["worker", "all"])
+        cmd.args(["worker", role])
             .env("XAAS_CONFIG", config)
             .env("AMQP_URL", amqp_url())
             .env("XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET", GRAPH_SECRET)
@@ -114,6 +120,17 @@ fn a_missing_secret_names_the_variable_and_the_setting() {
 }
 
 #[test]
+fn a_role_stops_at_start_without_the_secret_it_uses_and_only_that_one() {
+    let case = Case::new("role-secret");
+    let config = case.write(&config_text(&case.prefix()));
+    let none = [("XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET", None), ("XAAS_SYNC_DEMO_OKTA_TOKEN", None)];
+    let stderr = assert_refused(&case.worker_role("uploader", &config, &none), "syncs.demo.target.token_env");
+    assert!(stderr.contains("XAAS_SYNC_DEMO_OKTA_TOKEN"), "names the variable to set: {stderr}");
+    let stderr = assert_refused(&case.worker_role("fetcher", &config, &none), "syncs.demo.source.client_secret_env");
+    assert!(stderr.contains("XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET"), "names the variable to set: {stderr}");
+}
+
+#[test]
 fn an_unknown_key_names_it() {
     let case = Case::new("unknown-key");
     let text = config_text(&case.prefix()).replace("auth = \"api_token\"", "auth = \"api_token\"\ncolour = \"blue\"");
@@ -139,13 +156,13 @@ fn allowing_plain_http_explicitly_lets_the_clients_build() {
         "okta_url = \"http://127.0.0.1:9\"",
         "okta_url = \"http://okta.test.internal\"\nallow_insecure_http = true",
     );
-    let config = xaas_workers::app::load_config_with(&case.write(&text), &|k| match k {
+    let env = |k: &str| match k {
         "XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET" => Some(GRAPH_SECRET.into()),
         "XAAS_SYNC_DEMO_OKTA_TOKEN" => Some(OKTA_TOKEN.into()),
         _ => None,
-    })
-    .unwrap();
-    xaas_workers::deps::Clients::build(&config).expect("an explicit allow_insecure_http is honoured");
+    };
+    let config = xaas_workers::app::load_config_with(&case.write(&text), &env).unwrap();
+    xaas_workers::deps::Clients::build(&config, Needs::ALL, &env).expect("an explicit allow_insecure_http is honoured");
 }
 
 #[test]
@@ -155,8 +172,9 @@ fn an_unreachable_broker_names_broker_url_without_its_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("amqp://guest:broker-password-5e1@127.0.0.1:{port}/%2f");
     let config = case.write(&config_text(&case.prefix()));
-    let out = case.worker(&config, &[("AMQP_URL", Some(&url))]);
+    let out = case.worker(&config, &[("AMQP_URL", Some(&url)), ("XAAS__BROKER__CONNECT_TIMEOUT", Some("2s"))]);
     let stderr = assert_refused(&out, "broker.url");
+    assert!(stderr.contains("after 2s"), "broker.connect_timeout is honoured: {stderr}");
     assert!(!stderr.contains("broker-password-5e1"), "the broker password is not shown: {stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "says which broker: {stderr}");
 }

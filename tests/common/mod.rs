@@ -111,7 +111,7 @@ impl Env {
         let config = dir.join("xaas.toml");
         std::fs::write(&config, config_text(&sim.base_url(), &prefix, &opts, &amqp)).unwrap();
 
-        let mut bcfg = BrokerConfig::new(amqp.clone());
+        let mut bcfg = BrokerConfig::new(amqp.parse().expect("AMQP_URL is a valid broker address"));
         bcfg.prefix.clone_from(&prefix);
         bcfg.connection_name = format!("{prefix}-test");
         // The workers' tiers, so that `finish` deletes the retry queues they declared.
@@ -282,7 +282,8 @@ impl Drop for Env {
 fn delete_topology(amqp: &str, prefix: &str) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     rt.block_on(async {
-        let mut cfg = BrokerConfig::new(amqp);
+        let Ok(addresses) = amqp.parse() else { return };
+        let mut cfg = BrokerConfig::new(addresses);
         cfg.prefix = prefix.to_string();
         cfg.connection_name = format!("{prefix}-cleanup");
         cfg.retry_tiers = retry_tiers();
@@ -346,13 +347,7 @@ cooldown = "{cooldown_ms}ms"
 /// The demo sync's mapping rules, as the workers parse them.
 pub fn rules(env: &Env) -> MappingRules {
     let text = std::fs::read_to_string(&env.config).unwrap();
-    let env_lookup = |k: &str| match k {
-        "XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET" => Some(GRAPH_SECRET.into()),
-        "XAAS_SYNC_DEMO_OKTA_TOKEN" => Some(OKTA_TOKEN.into()),
-        _ => None,
-    };
-    let config =
-        xaas_core::config::Config::parse_with_files(&text, &env_lookup, &|p| std::fs::read_to_string(p)).unwrap();
+    let config = xaas_core::config::Config::parse(&text, &|_| None).unwrap();
     config.sync(&SyncName::parse("demo").unwrap()).unwrap().rules.clone()
 }
 
@@ -442,6 +437,20 @@ impl Env {
         tokio::task::spawn_blocking(move || cmd.output().expect("xaas runs")).await.unwrap()
     }
 
+    /// `xaas <args>` like [`Env::run_xaas`], with `env` changed as in
+    /// [`Env::spawn_worker_env`].
+    pub async fn run_xaas_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
+        let mut cmd = self.xaas();
+        for (key, value) in env {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.args(args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("xaas runs")).await.unwrap()
+    }
+
     /// `xaas enqueue --sync demo --wait --json` with `env` changed as in
     /// [`Env::spawn_worker_env`].
     pub async fn enqueue_wait_env(&self, env: &[(&str, Option<&str>)]) -> Output {
@@ -463,7 +472,7 @@ impl Env {
     /// A second handle on this test's broker objects that may publish bodies
     /// up to `max_message_bytes` (to put oversize messages on the queues).
     pub async fn broker_with_limit(&self, max_message_bytes: usize) -> Broker {
-        let mut cfg = BrokerConfig::new(self.amqp.clone());
+        let mut cfg = BrokerConfig::new(self.amqp.parse().expect("AMQP_URL is a valid broker address"));
         cfg.prefix.clone_from(&self.prefix);
         cfg.connection_name = format!("{}-raw", self.prefix);
         cfg.max_message_bytes = max_message_bytes;

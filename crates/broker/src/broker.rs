@@ -10,10 +10,12 @@ use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Event};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
+use xaas_core::broker_address::{BrokerAddress, BrokerAddresses};
 use xaas_core::{MessageId, RunEvent, SyncName};
 
 use crate::config::BrokerConfig;
@@ -56,12 +58,12 @@ struct Inner {
 }
 
 impl Broker {
-    /// Opens the connection (with automatic recovery) and checks the
-    /// configuration. Fails after `connect_timeout` with an error that names
-    /// the URL (without password) and what to check.
+    /// Opens the connection (with automatic recovery) to the first of the
+    /// configured addresses that answers, and checks the configuration.
+    /// Fails after `connect_timeout` with an error that names the addresses
+    /// (without password) and what to check.
     pub async fn connect(cfg: BrokerConfig) -> Result<Self, BrokerError> {
         cfg.validate()?;
-        let url = cfg.redacted_url();
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(cfg.connection_name.clone()))
             .enable_auto_recover()
@@ -77,12 +79,18 @@ impl Broker {
         // lapin retries an unreachable address from a background thread that
         // outlives a timed-out connect (and panics when the runtime then shuts
         // down), so reachability is settled first, here, where giving up is clean.
-        if let Err(probe) = wait_for_tcp(&cfg.url, deadline).await {
-            return Err(BrokerError::ConnectTimeout { url, after: cfg.connect_timeout, probe });
-        }
-        let conn = match tokio::time::timeout_at(deadline, Connection::connect(&cfg.url, props)).await {
+        let address = match first_reachable(&cfg.addresses, deadline).await {
+            Ok(address) => address,
+            Err(probe) => {
+                let url = cfg.addresses.to_string();
+                return Err(BrokerError::ConnectTimeout { url, after: cfg.connect_timeout, probe });
+            }
+        };
+        let url = address.to_string();
+        let connect = Connection::connect(address.url().expose_secret(), props);
+        let conn = match tokio::time::timeout_at(deadline, connect).await {
             Err(_) => {
-                let probe = probe_tcp(&cfg.url).await;
+                let probe = probe_tcp(address).await;
                 return Err(BrokerError::ConnectTimeout { url, after: cfg.connect_timeout, probe });
             }
             Ok(Err(source)) => return Err(BrokerError::Connect { url, source }),
@@ -333,7 +341,7 @@ impl Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("url", &self.inner.cfg.redacted_url())
+            .field("addresses", &self.inner.cfg.addresses)
             .field("prefix", &self.inner.cfg.prefix)
             .finish_non_exhaustive()
     }
@@ -363,42 +371,49 @@ pub(crate) async fn close_quietly(ch: Channel) {
 
 /// One plain TCP connect to the broker's address, to tell "nothing
 /// listens there" from "something answers but the AMQP handshake fails".
-async fn probe_tcp(raw: &str) -> String {
-    match tcp_connect(raw).await {
+async fn probe_tcp(address: &BrokerAddress) -> String {
+    match tcp_connect(address, tokio::time::Instant::now() + TCP_PROBE_TIMEOUT).await {
         Ok(addr) => format!("{addr} accepts TCP connections, so the AMQP handshake is failing"),
         Err(why) => why,
     }
 }
 
-/// Retries a plain TCP connect to the broker's address until it succeeds
-/// (a broker that is still starting) or `deadline` passes; then says why.
-async fn wait_for_tcp(raw: &str, deadline: tokio::time::Instant) -> Result<(), String> {
+/// How long one TCP probe may take: a host that drops packets never refuses.
+const TCP_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Probes the addresses in order, round after round, until one accepts a
+/// TCP connection (a broker that is still starting) or `deadline` passes;
+/// then says why each could not be reached.
+async fn first_reachable(
+    addresses: &BrokerAddresses,
+    deadline: tokio::time::Instant,
+) -> Result<&BrokerAddress, String> {
     let mut delay = Duration::from_millis(100);
     loop {
-        let why = match tcp_connect(raw).await {
-            Ok(_) => return Ok(()),
-            Err(why) => why,
-        };
+        let mut why = Vec::new();
+        for address in addresses.iter() {
+            let until = deadline.min(tokio::time::Instant::now() + TCP_PROBE_TIMEOUT);
+            match tcp_connect(address, until).await {
+                Ok(_) => return Ok(address),
+                Err(e) => why.push(e),
+            }
+        }
         if tokio::time::Instant::now() + delay >= deadline {
-            return Err(why);
+            return Err(why.join("; "));
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
-/// Opens and drops one TCP connection to the URL's host and port; returns
-/// the address, or why it could not connect.
-async fn tcp_connect(raw: &str) -> Result<String, String> {
-    let Ok(u) = url::Url::parse(raw) else {
-        return Err("the URL does not parse".into());
-    };
-    let Some(host) = u.host_str() else {
-        return Err("the URL has no host".into());
-    };
-    let port = u.port().unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 });
-    let addr = format!("{host}:{port}");
-    match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr.as_str())).await {
+/// Opens and drops one TCP connection to the address's host and port;
+/// returns `host:port`, or why it could not connect by `until`.
+async fn tcp_connect(address: &BrokerAddress, until: tokio::time::Instant) -> Result<String, String> {
+    let addr = format!("{}:{}", address.host(), address.port());
+    // An IPv6 literal comes in brackets, which the resolver does not take.
+    let host = address.host().trim_start_matches('[').trim_end_matches(']');
+    let connect = tokio::net::TcpStream::connect((host, address.port()));
+    match tokio::time::timeout_at(until, connect).await {
         Err(_) => Err(format!("TCP connect to {addr} timed out")),
         Ok(Err(e)) => Err(format!("TCP connect to {addr}: {e}")),
         Ok(Ok(_)) => Ok(addr),

@@ -76,7 +76,7 @@ async fn oversize_bodies_are_refused_before_sending() {
 #[tokio::test]
 async fn an_unreachable_broker_gives_a_clear_error_without_the_password() {
     // Port 1 on loopback: nothing listens there.
-    let mut cfg = BrokerConfig::new("amqp://guest:topsecret@127.0.0.1:1/%2f");
+    let mut cfg = BrokerConfig::new("amqp://guest:topsecret@127.0.0.1:1/%2f".parse().unwrap());
     cfg.connect_timeout = Duration::from_secs(3);
     let err = Broker::connect(cfg).await.expect_err("nothing listens on port 1");
     let text = err.to_string();
@@ -85,4 +85,24 @@ async fn an_unreachable_broker_gives_a_clear_error_without_the_password() {
     assert!(text.contains("AMQP_URL"), "{text}");
     assert!(text.contains("refused"), "the TCP probe says why: {text}");
     assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn the_first_address_that_answers_is_connected_to() {
+    // Nothing listens on port 1; the test broker comes second.
+    let list = format!("amqp://guest:topsecret@127.0.0.1:1/%2f , {}", common::url());
+    let mut cfg = BrokerConfig::new(list.parse().unwrap());
+    cfg.connect_timeout = Duration::from_secs(10);
+    let broker = Broker::connect(cfg).await.expect("the second address answers");
+    assert!(broker.is_connected());
+    broker.close().await;
+
+    // None answers: the error names every address, and why each failed.
+    let list = "amqp://guest:topsecret@127.0.0.1:1/%2f;amqps://guest:topsecret@127.0.0.1:2/%2f";
+    let mut cfg = BrokerConfig::new(list.parse().unwrap());
+    cfg.connect_timeout = Duration::from_secs(1);
+    let text = Broker::connect(cfg).await.expect_err("nothing listens on ports 1 and 2").to_string();
+    assert!(text.contains("amqp://***@127.0.0.1:1/%2f, amqps://***@127.0.0.1:2/%2f"), "{text}");
+    assert!(text.contains("TCP connect to 127.0.0.1:1:") && text.contains("TCP connect to 127.0.0.1:2:"), "{text}");
+    assert!(!text.contains("topsecret"), "{text}");
 }

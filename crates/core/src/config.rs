@@ -12,31 +12,34 @@
 //!    and, in `mapping.attributes` and `filter`, the keys that already exist
 //!    (the default attribute table counts); they cannot create new ones.
 //!    `AMQP_URL` overrides `broker.url` too (`XAAS__BROKER__URL` beats it);
+//!    either may list several brokers (see `broker_address`);
 //! 3. secrets, which come only from environment variables or files, never
 //!    from the TOML: each secret has a `*_env` setting naming the variable
 //!    (with a default per sync) or a `*_file` setting naming a file.
 //!
-//! Secrets are resolved eagerly for every sync: `Config::parse` fails on the
-//! first one missing, naming the variable, so a worker fails at start rather
-//! than at its first run. A deployment that splits secrets between workers
-//! gives each worker a config with only the syncs it serves.
+//! Parsing reads no secret: each is kept as a [`SecretRef`] (which variable
+//! or file holds it), and the roles that use it resolve it at start. So the
+//! commands that speak only to the broker need no secret, and a worker still
+//! fails at start, naming the setting, when a secret of its role is missing.
 //!
-//! Core does no I/O: the caller passes the environment lookup and, for
-//! `*_file` secrets, the file reader.
+//! Core does no I/O: the caller passes the environment lookup and, to
+//! resolve `*_file` secrets, the file reader.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+use crate::broker_address::BrokerAddresses;
 use crate::ids::SyncName;
 use crate::limits::Limits;
 use crate::mapping::{Filter, Mapping, MappingRules, RuleError};
 use crate::messages::Mode;
 use crate::reconcile::Guards;
+use crate::redact::redact;
+use crate::secret::{SecretKind, SecretRef};
 use crate::upload::RetryBudget;
 
 /// Looks up one environment variable.
@@ -82,14 +85,17 @@ pub struct Config {
 /// `[broker]`: RabbitMQ.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// `amqp://user:password@host:port/vhost`: it carries a password.
-    pub url: SecretString,
+    /// `broker.url`: one or more `amqp://user:password@host:port/vhost`,
+    /// tried in order. They carry passwords and show only redacted.
+    pub addresses: BrokerAddresses,
     /// Prefix of every exchange and queue name (`xaas` → `xaas.pages`).
     pub prefix: String,
     /// Delays of the retry queues, shortest first.
     pub retry_tiers: Vec<Duration>,
     /// Deliveries of one message before it is parked.
     pub max_attempts: u32,
+    /// How long a command waits for a broker at start before it gives up.
+    pub connect_timeout: Duration,
 }
 
 /// `[syncs.<name>]`: one source → one Okta identity source.
@@ -125,7 +131,7 @@ impl SyncConfig {
 pub struct SourceConfig {
     pub tenant: String,
     pub client_id: String,
-    pub client_secret: SecretString,
+    pub client_secret: SecretRef,
     /// Syntax-checked only; the Graph client applies the https policy.
     pub authority_url: String,
     pub graph_url: String,
@@ -154,10 +160,10 @@ pub struct TargetConfig {
 #[derive(Debug, Clone)]
 pub enum TargetAuth {
     /// `Authorization: SSWS <token>`.
-    ApiToken(SecretString),
+    ApiToken(SecretRef),
     /// OAuth 2.0 service app: client credentials with a `private_key_jwt`
     /// assertion signed by this key.
-    ServiceApp { client_id: String, key_id: String, private_key_pem: SecretString },
+    ServiceApp { client_id: String, key_id: String, private_key: SecretRef },
 }
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -165,6 +171,9 @@ pub const DEFAULT_PREFIX: &str = "xaas";
 pub const DEFAULT_RETRY_TIERS: [Duration; 4] =
     [Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30), Duration::from_secs(300)];
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// Long enough for a broker that is still starting, short enough that a
+/// wrong URL is reported promptly.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 /// Graph's maximum: fewer round trips; the mapper cuts pages to Okta's size anyway.
@@ -172,18 +181,9 @@ pub const DEFAULT_PAGE_SIZE: u16 = 999;
 pub const MAX_PAGE_SIZE: u16 = 999;
 
 impl Config {
-    /// Parses `xaas.toml` with environment overrides. `*_file` secrets are
-    /// refused here, since core reads no files: use [`Config::parse_with_files`].
+    /// Parses `xaas.toml` with environment overrides. Secrets are not read:
+    /// see [`SecretRef::resolve`].
     pub fn parse(toml_text: &str, env: EnvLookup<'_>) -> Result<Config> {
-        let no_files = |_: &Path| -> std::io::Result<String> {
-            Err(std::io::Error::other("this program reads no secret files; set the *_env setting instead"))
-        };
-        Self::parse_with_files(toml_text, env, &no_files)
-    }
-
-    /// Parses `xaas.toml` with environment overrides, reading `*_file`
-    /// secrets with `read_file`.
-    pub fn parse_with_files(toml_text: &str, env: EnvLookup<'_>, read_file: FileReader<'_>) -> Result<Config> {
         let table: toml::Table = toml_text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
         let mut root = Section::new(String::new(), table, env);
         let broker = parse_broker(root.section("broker")?, env)?;
@@ -198,7 +198,7 @@ impl Config {
             let toml::Value::Table(table) = value else {
                 return Err(invalid(path, format!("expected a table [syncs.{key}], found {}", type_name(&value))));
             };
-            let sync = parse_sync(name.clone(), Section::new(path, table, env), env, read_file)?;
+            let sync = parse_sync(name.clone(), Section::new(path, table, env))?;
             syncs.insert(name, sync);
         }
         Ok(Config { broker, syncs })
@@ -230,7 +230,7 @@ fn parse_broker(mut sec: Section<'_>, env: EnvLookup<'_>) -> Result<BrokerConfig
         (Some(s), None) => s,
         (None, None) => Setting::file("broker.url".into(), toml::Value::String(DEFAULT_AMQP_URL.into())),
     };
-    let url = amqp_url(&url)?;
+    let addresses = BrokerAddresses::parse(&url.string()?).map_err(|e| url.invalid(e))?;
     let prefix = match sec.take("prefix") {
         Some(s) => queue_prefix(&s)?,
         None => DEFAULT_PREFIX.into(),
@@ -252,18 +252,15 @@ fn parse_broker(mut sec: Section<'_>, env: EnvLookup<'_>) -> Result<BrokerConfig
         Some(s) => s.int_in(1, u32::MAX.into())? as u32,
         None => DEFAULT_MAX_ATTEMPTS,
     };
+    let connect_timeout = match sec.take("connect_timeout") {
+        Some(s) => match s.duration()? {
+            Duration::ZERO => return Err(s.invalid("must be longer than 0s, like \"20s\"")),
+            d => d,
+        },
+        None => DEFAULT_CONNECT_TIMEOUT,
+    };
     sec.finish()?;
-    Ok(BrokerConfig { url, prefix, retry_tiers, max_attempts })
-}
-
-fn amqp_url(s: &Setting) -> Result<SecretString> {
-    // The URL holds a password: errors describe it without quoting it.
-    let raw = s.string()?;
-    let url = url::Url::parse(&raw).map_err(|e| s.invalid(format!("not a valid URL ({e})")))?;
-    if !matches!(url.scheme(), "amqp" | "amqps") || !url.has_host() {
-        return Err(s.invalid("expected an AMQP URL like amqp://user:password@host:5672/%2f"));
-    }
-    Ok(raw.into())
+    Ok(BrokerConfig { addresses, prefix, retry_tiers, max_attempts, connect_timeout })
 }
 
 fn queue_prefix(s: &Setting) -> Result<String> {
@@ -277,7 +274,7 @@ fn queue_prefix(s: &Setting) -> Result<String> {
     Ok(prefix)
 }
 
-fn parse_sync(name: SyncName, mut sec: Section<'_>, env: EnvLookup<'_>, files: FileReader<'_>) -> Result<SyncConfig> {
+fn parse_sync(name: SyncName, mut sec: Section<'_>) -> Result<SyncConfig> {
     let schedule = match sec.take("schedule") {
         Some(s) => Some(non_empty(&s, "a cron expression like \"0 9 17 * *\"")?),
         None => None,
@@ -304,8 +301,8 @@ fn parse_sync(name: SyncName, mut sec: Section<'_>, env: EnvLookup<'_>, files: F
 
     let rules = parse_rules(&name, mapping, filter)?;
     Ok(SyncConfig {
-        source: parse_source(&name, source, &rules, env, files)?,
-        target: parse_target(&name, target, env, files)?,
+        source: parse_source(&name, source, &rules)?,
+        target: parse_target(&name, target)?,
         limits: parse_limits(limits)?,
         guards: parse_guards(guards)?,
         retry: parse_retry(retry)?,
@@ -392,13 +389,7 @@ fn rule_error_at(section: String) -> impl FnOnce(RuleError) -> ConfigError {
     move |e| invalid(format!("{section}.{}", e.key), e.problem)
 }
 
-fn parse_source(
-    name: &SyncName,
-    mut sec: Section<'_>,
-    rules: &MappingRules,
-    env: EnvLookup<'_>,
-    files: FileReader<'_>,
-) -> Result<SourceConfig> {
+fn parse_source(name: &SyncName, mut sec: Section<'_>, rules: &MappingRules) -> Result<SourceConfig> {
     let tenant =
         sec.required("tenant", "set the Entra tenant id (a GUID, or a domain like contoso.onmicrosoft.com)")?;
     let tenant_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
@@ -409,13 +400,11 @@ fn parse_source(
         )));
     }
     let client_id = sec.required("client_id", "set the application (client) id of the Entra app registration")?;
-    let (client_secret, _) = secret(
+    let client_secret = secret(
         &mut sec,
+        SecretKind::GraphClientSecret,
         ("client_secret_env", "client_secret_file"),
         default_secret_var(name, "GRAPH_CLIENT_SECRET"),
-        "the Graph client secret",
-        env,
-        files,
     )?;
     let authority_url = optional_url(&mut sec, "authority_url", DEFAULT_AUTHORITY_URL)?;
     let graph_url = optional_url(&mut sec, "graph_url", DEFAULT_GRAPH_URL)?;
@@ -470,12 +459,7 @@ fn parse_source(
     })
 }
 
-fn parse_target(
-    name: &SyncName,
-    mut sec: Section<'_>,
-    env: EnvLookup<'_>,
-    files: FileReader<'_>,
-) -> Result<TargetConfig> {
+fn parse_target(name: &SyncName, mut sec: Section<'_>) -> Result<TargetConfig> {
     let okta_url = sec.required("okta_url", "set your Okta org URL, like https://acme.okta.com")?;
     http_url(&okta_url.setting)?;
     let id = sec.required(
@@ -495,13 +479,11 @@ fn parse_target(
     let auth = match method.string()?.as_str() {
         "api_token" => {
             sec.forbid(&SERVICE_APP_KEYS, "auth = \"service_app\"")?;
-            let (token, _) = secret(
+            let token = secret(
                 &mut sec,
+                SecretKind::OktaApiToken,
                 ("token_env", "token_file"),
                 default_secret_var(name, "OKTA_TOKEN"),
-                "the Okta API token",
-                env,
-                files,
             )?;
             TargetAuth::ApiToken(token)
         }
@@ -509,22 +491,13 @@ fn parse_target(
             sec.forbid(&API_TOKEN_KEYS, "auth = \"api_token\"")?;
             let client_id = sec.required("client_id", "set the client id of the Okta API Services app")?;
             let key_id = sec.required("key_id", "set the kid of the public key registered on the Okta service app")?;
-            let (key, key_setting) = secret(
+            let private_key = secret(
                 &mut sec,
+                SecretKind::OktaPrivateKey,
                 ("private_key_env", "private_key_file"),
                 default_secret_var(name, "OKTA_PRIVATE_KEY"),
-                "the Okta service app's private key",
-                env,
-                files,
             )?;
-            let pem = key.expose_secret();
-            if !(pem.contains("-----BEGIN") && pem.contains("PRIVATE KEY-----")) {
-                return Err(invalid(
-                    key_setting,
-                    "does not hold a PEM private key (expected a -----BEGIN PRIVATE KEY----- block)",
-                ));
-            }
-            TargetAuth::ServiceApp { client_id: client_id.value, key_id: key_id.value, private_key_pem: key }
+            TargetAuth::ServiceApp { client_id: client_id.value, key_id: key_id.value, private_key }
         }
         other => {
             return Err(
@@ -566,30 +539,24 @@ fn default_secret_var(name: &SyncName, what: &str) -> String {
     format!("XAAS_SYNC_{}_{what}", name.as_str().to_ascii_uppercase().replace('-', "_"))
 }
 
-/// Resolves one secret from the variable named by `keys.0` (default
-/// `default_var`) or the file named by `keys.1`. Returns it with the setting
-/// it came from, for later error messages.
+/// Where one secret is read from: the variable named by `keys.0` (default
+/// `default_var`) or the file named by `keys.1`. Nothing is read yet.
 fn secret(
     sec: &mut Section<'_>,
+    kind: SecretKind,
     keys: (&'static str, &'static str),
     default_var: String,
-    what: &str,
-    env: EnvLookup<'_>,
-    files: FileReader<'_>,
-) -> Result<(SecretString, String)> {
+) -> Result<SecretRef> {
     let (env_key, file_key) = keys;
     let var = sec.take(env_key);
     match (var, sec.take(file_key)) {
         (Some(_), Some(file)) => Err(file.invalid(format!("set either {env_key} or {file_key}, not both"))),
         (None, Some(file)) => {
             let path = file.string()?;
-            let text = files(Path::new(&path)).map_err(|e| file.invalid(format!("cannot read {path:?}: {e}")))?;
-            // Files usually end with a newline that is not part of the secret.
-            let text = text.trim_end();
-            if text.is_empty() {
-                return Err(file.invalid(format!("{path:?} is empty; it should hold {what}")));
+            if path.is_empty() {
+                return Err(file.invalid("is empty; name the file that holds the secret"));
             }
-            Ok((text.into(), file.path))
+            Ok(SecretRef::file(kind, path.into(), file.path.clone(), file.override_var()))
         }
         (var, None) => {
             let setting = match var {
@@ -600,16 +567,7 @@ fn secret(
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 return Err(setting.invalid(format!("{name:?} is not an environment variable name")));
             }
-            match env(&name) {
-                None => Err(setting.invalid(format!(
-                    "environment variable {name} is not set ({what} is read only from the environment, \
-                     or from the file named by {file_key})"
-                ))),
-                Some(value) if value.is_empty() => {
-                    Err(setting.invalid(format!("environment variable {name} is empty; it should hold {what}")))
-                }
-                Some(value) => Ok((value.into(), setting.path)),
-            }
+            Ok(SecretRef::env(kind, name, setting.path.clone(), file_key, setting.override_var()))
         }
     }
 }
@@ -622,12 +580,20 @@ fn optional_url(sec: &mut Section<'_>, key: &'static str, default: &str) -> Resu
 }
 
 /// Checks URL syntax only: which schemes and hosts may be called is the
-/// clients' policy (`xaas_http::parse_base_url`), applied with the setting name.
+/// clients' policy (`xaas_http::parse_base_url`), applied with the setting
+/// name. Credentials have no place in these URLs (Graph and Okta take
+/// tokens), so none is kept in the configuration where a print could show it.
 fn http_url(s: &Setting) -> Result<String> {
     let raw = s.string()?;
-    let url = url::Url::parse(&raw).map_err(|e| s.invalid(format!("{raw:?} is not a valid URL: {e}")))?;
+    let shown = redact(&raw);
+    let url = url::Url::parse(&raw).map_err(|e| s.invalid(format!("{shown:?} is not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-        return Err(s.invalid(format!("{raw:?} must be an https:// URL (or http:// to a test server)")));
+        return Err(s.invalid(format!("{shown:?} must be an https:// URL (or http:// to a test server)")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(s.invalid(format!(
+            "{shown:?} holds a user name or password; remove them (credentials are set by their own settings)"
+        )));
     }
     Ok(raw)
 }
@@ -686,6 +652,11 @@ impl Setting {
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.clone()));
         Self { path, value, from_env: Some((var, raw)) }
+    }
+
+    /// The environment variable that set this setting, if one did.
+    fn override_var(&self) -> Option<String> {
+        self.from_env.as_ref().map(|(var, _)| var.clone())
     }
 
     fn invalid(&self, problem: impl Display) -> ConfigError {
@@ -870,6 +841,8 @@ impl<'a> Section<'a> {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     const SECRETS: [(&str, &str); 2] =
@@ -903,6 +876,22 @@ mod tests {
         parse(text, env).unwrap_err().to_string()
     }
 
+    fn no_files(_: &Path) -> std::io::Result<String> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+
+    /// The secret `r` names, read from `env`.
+    fn resolved(r: &SecretRef, env: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+        r.resolve(env, &no_files).map(|s| s.expose_secret().to_string())
+    }
+
+    fn okta_secret(config: &Config) -> &SecretRef {
+        match &demo(config).target.auth {
+            TargetAuth::ApiToken(token) => token,
+            TargetAuth::ServiceApp { private_key, .. } => private_key,
+        }
+    }
+
     fn demo(config: &Config) -> &SyncConfig {
         config.sync(&SyncName::parse("demo").unwrap()).unwrap()
     }
@@ -915,8 +904,11 @@ mod tests {
     #[test]
     fn the_shipped_demo_config_parses() {
         let text = include_str!("../../../xaas.toml");
-        let config = parse(text, &with_secrets(&[])).unwrap();
-        assert_eq!(config.broker.url.expose_secret(), DEFAULT_AMQP_URL);
+        let env = with_secrets(&[]);
+        let config = parse(text, &env).unwrap();
+        assert_eq!(config.broker.addresses.len(), 1);
+        assert_eq!(config.broker.addresses.first().url().expose_secret(), DEFAULT_AMQP_URL);
+        assert_eq!(config.broker.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(config.broker.prefix, "xaas");
         assert_eq!(config.broker.retry_tiers, DEFAULT_RETRY_TIERS);
         assert_eq!(config.broker.max_attempts, 8);
@@ -925,7 +917,7 @@ mod tests {
         assert_eq!(sync.schedule.as_deref(), Some("0 9 17 * *"));
         let src = &sync.source;
         assert_eq!((src.tenant.as_str(), src.client_id.as_str()), ("sandbox-tenant", "sandbox-client"));
-        assert_eq!(src.client_secret.expose_secret(), "sandbox-secret");
+        assert_eq!(resolved(&src.client_secret, &env).unwrap(), "sandbox-secret");
         assert_eq!(src.authority_url, "http://127.0.0.1:8080");
         assert_eq!(src.graph_url, "http://127.0.0.1:8080");
         assert_eq!(src.page_size, 999);
@@ -945,7 +937,7 @@ mod tests {
         assert_eq!(target.identity_source_id, "0oasandbox00000000001");
         assert!(!target.allow_insecure_http);
         match &target.auth {
-            TargetAuth::ApiToken(token) => assert_eq!(token.expose_secret(), "sandbox-okta-token"),
+            TargetAuth::ApiToken(token) => assert_eq!(resolved(token, &env).unwrap(), "sandbox-okta-token"),
             other => panic!("expected an API token, got {other:?}"),
         }
         assert_eq!(sync.limits, Limits { cooldown: Duration::from_secs(5), ..Limits::OKTA });
@@ -955,17 +947,20 @@ mod tests {
     #[test]
     fn debug_output_shows_no_secret() {
         let text = include_str!("../../../xaas.toml");
-        let shown = format!("{:?}", parse(text, &with_secrets(&[])).unwrap());
-        for secret in ["sandbox-secret", "sandbox-okta-token", "guest:guest"] {
+        let env = with_secrets(&[("AMQP_URL", "amqp://u:hunter2@h1/%2f, amqp://u:hunter3@h2/%2f")]);
+        let config = parse(text, &env).unwrap();
+        let resolved = okta_secret(&config).resolve(&env, &no_files).unwrap();
+        let shown = format!("{config:?} {resolved:?}");
+        for secret in ["sandbox-secret", "sandbox-okta-token", "hunter"] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
-        assert!(shown.contains("REDACTED"));
+        assert!(shown.contains("amqp://***@h2/%2f"), "{shown}");
     }
 
     #[test]
     fn a_minimal_config_takes_the_defaults() {
         let config = parse(MINIMAL, &with_secrets(&[])).unwrap();
-        assert_eq!(config.broker.url.expose_secret(), DEFAULT_AMQP_URL);
+        assert_eq!(config.broker.addresses.first().url().expose_secret(), DEFAULT_AMQP_URL);
         let sync = demo(&config);
         assert_eq!(sync.schedule, None);
         assert_eq!(sync.source.authority_url, DEFAULT_AUTHORITY_URL);
@@ -977,23 +972,35 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_secret_names_its_variable() {
-        let err = error(MINIMAL, &env_of(&SECRETS[..1]));
+    fn secrets_are_read_only_when_resolved() {
+        // The commands that speak only to the broker need no secret.
+        let config = parse(MINIMAL, &env_of(&[])).unwrap();
+        let env = env_of(&SECRETS[..1]);
+        let err = resolved(okta_secret(&config), &env).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "syncs.demo.target.token_env: environment variable XAAS_SYNC_DEMO_OKTA_TOKEN is not set \
              (the Okta API token is read only from the environment, or from the file named by token_file)"
         );
-        let err = error(MINIMAL, &env_of(&SECRETS[1..]));
+        assert_eq!(resolved(&demo(&config).source.client_secret, &env).unwrap(), "sandbox-secret");
+        let err = resolved(&demo(&config).source.client_secret, &env_of(&SECRETS[1..])).unwrap_err().to_string();
         assert!(err.starts_with("syncs.demo.source.client_secret_env: environment variable XAAS_SYNC_DEMO_GRAPH_CLIENT_SECRET is not set"), "{err}");
+        assert_eq!(demo(&config).source.client_secret.setting(), "syncs.demo.source.client_secret_env");
 
         let text = MINIMAL.replace("[syncs.demo.target]", "[syncs.demo.target]\ntoken_env = \"MY_TOKEN\"");
-        let err = error(&text, &with_secrets(&[]));
+        let config = parse(&text, &env_of(&[])).unwrap();
+        let err = resolved(okta_secret(&config), &with_secrets(&[])).unwrap_err().to_string();
         assert!(err.contains("environment variable MY_TOKEN is not set"), "{err}");
-        let config = parse(&text, &env_of(&[SECRETS[0], ("MY_TOKEN", "t0k")])).unwrap();
-        assert!(matches!(&demo(&config).target.auth, TargetAuth::ApiToken(t) if t.expose_secret() == "t0k"));
-        let err = error(&text, &env_of(&[SECRETS[0], ("MY_TOKEN", "")]));
+        assert_eq!(resolved(okta_secret(&config), &env_of(&[("MY_TOKEN", "t0k")])).unwrap(), "t0k");
+        let err = resolved(okta_secret(&config), &env_of(&[("MY_TOKEN", "")])).unwrap_err().to_string();
         assert!(err.contains("environment variable MY_TOKEN is empty"), "{err}");
+
+        // A variable chosen by an override says so.
+        let env = env_of(&[("XAAS__SYNCS__DEMO__TARGET__TOKEN_ENV", "OTHER_TOKEN")]);
+        let err = resolved(okta_secret(&parse(MINIMAL, &env).unwrap()), &env).unwrap_err().to_string();
+        assert!(err.ends_with("(set by environment variable XAAS__SYNCS__DEMO__TARGET__TOKEN_ENV)"), "{err}");
+        let err = error(MINIMAL, &env_of(&[("XAAS__SYNCS__DEMO__TARGET__TOKEN_ENV", "A=B")]));
+        assert!(err.starts_with("syncs.demo.target.token_env: \"A=B\" is not an environment variable name"), "{err}");
     }
 
     #[test]
@@ -1003,7 +1010,7 @@ mod tests {
             env_of(&[("XAAS_SYNC_ENTRA_MAIN_GRAPH_CLIENT_SECRET", "s"), ("XAAS_SYNC_ENTRA_MAIN_OKTA_TOKEN", "t")]);
         let config = parse(&text, &env).unwrap();
         let sync = config.sync(&SyncName::parse("entra-main").unwrap()).unwrap();
-        assert_eq!(sync.source.client_secret.expose_secret(), "s");
+        assert_eq!(resolved(&sync.source.client_secret, &env).unwrap(), "s");
     }
 
     #[test]
@@ -1054,8 +1061,8 @@ mod tests {
                 "broker.prefix: \"Xaas Prod\" cannot prefix queue names; use 1 to 64 lowercase letters, digits, '-', '_' or '.'",
             ),
             (
-                format!("[broker]\nurl = \"http://user:hunter2@mq\"\n{MINIMAL}"),
-                "broker.url: expected an AMQP URL like amqp://user:password@host:5672/%2f",
+                format!("[broker]\nconnect_timeout = \"0s\"\n{MINIMAL}"),
+                "broker.connect_timeout: must be longer than 0s, like \"20s\"",
             ),
             (
                 MINIMAL.replace("[syncs.demo.source]", "[syncs.Demo.source]"),
@@ -1143,17 +1150,52 @@ mod tests {
 
     #[test]
     fn amqp_url_overrides_the_file_and_the_specific_override_wins() {
+        let first = |config: Config| config.broker.addresses.first().url().expose_secret().to_string();
         let text = format!("[broker]\nurl = \"amqp://file:5672/%2f\"\n{MINIMAL}");
-        let config = parse(&text, &with_secrets(&[])).unwrap();
-        assert_eq!(config.broker.url.expose_secret(), "amqp://file:5672/%2f");
+        assert_eq!(first(parse(&text, &with_secrets(&[])).unwrap()), "amqp://file:5672/%2f");
         let config = parse(&text, &with_secrets(&[("AMQP_URL", "amqp://u:p@generic/%2f")])).unwrap();
-        assert_eq!(config.broker.url.expose_secret(), "amqp://u:p@generic/%2f");
+        assert_eq!(first(config), "amqp://u:p@generic/%2f");
         let env = with_secrets(&[("AMQP_URL", "amqp://generic/%2f"), ("XAAS__BROKER__URL", "amqps://specific/vh")]);
-        assert_eq!(parse(&text, &env).unwrap().broker.url.expose_secret(), "amqps://specific/vh");
+        assert_eq!(first(parse(&text, &env).unwrap()), "amqps://specific/vh");
         // The URL may hold a password: its errors do not quote it.
         let err = error(MINIMAL, &with_secrets(&[("AMQP_URL", "amqp://u:hunter2@[bad")]));
-        assert!(err.starts_with("broker.url: not a valid URL"), "{err}");
+        assert!(err.starts_with("broker.url: the address (amqp://***@[bad) is not a valid URL"), "{err}");
+        assert!(err.ends_with("(set by environment variable AMQP_URL)"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_broker_url_may_list_several_addresses() {
+        let env = with_secrets(&[
+            ("AMQP_URL", "amqp://u:hunter2@h1/%2f;amqp://u:hunter3@h2:5673/%2f"),
+            ("XAAS__BROKER__CONNECT_TIMEOUT", "1s"),
+        ]);
+        let broker = parse(MINIMAL, &env).unwrap().broker;
+        let hosts: Vec<_> = broker.addresses.iter().map(|a| (a.host().to_string(), a.port())).collect();
+        assert_eq!(hosts, [("h1".to_string(), 5672), ("h2".to_string(), 5673)]);
+        assert_eq!(broker.connect_timeout, Duration::from_secs(1));
+        let err = error(MINIMAL, &with_secrets(&[("AMQP_URL", "amqp://u:hunter2@h1/%2f, http://u:hunter3@h2")]));
+        assert!(
+            err.starts_with("broker.url: address 2 of 2 (http://***@h2) has the scheme \"http\", not amqp or amqps"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter"), "{err}");
+        let err = error(MINIMAL, &with_secrets(&[("AMQP_URL", " , ")]));
+        assert!(err.starts_with("broker.url: holds no address"), "{err}");
+    }
+
+    #[test]
+    fn http_urls_carry_no_credentials() {
+        let text = MINIMAL.replace("https://acme.okta.com", "https://admin:hunter2@acme.okta.com");
+        let err = error(&text, &with_secrets(&[]));
+        assert_eq!(
+            err,
+            "syncs.demo.target.okta_url: \"https://***@acme.okta.com\" holds a user name or password; \
+             remove them (credentials are set by their own settings)"
+        );
+        let text = MINIMAL.replace("https://acme.okta.com", "https://u:hunter2@[bad");
+        let err = error(&text, &with_secrets(&[]));
+        assert!(err.starts_with("syncs.demo.target.okta_url: \"https://***@[bad\" is not a valid URL"), "{err}");
     }
 
     #[test]
@@ -1230,20 +1272,19 @@ mod tests {
             }
         };
         let env = env_of(&SECRETS[..1]);
-        let config = Config::parse_with_files(&text, &env, &files).unwrap();
+        let config = parse(&text, &env).unwrap();
         match &demo(&config).target.auth {
-            TargetAuth::ServiceApp { client_id, key_id, private_key_pem } => {
+            TargetAuth::ServiceApp { client_id, key_id, private_key } => {
                 assert_eq!((client_id.as_str(), key_id.as_str()), ("0oasvc", "k1"));
-                assert_eq!(private_key_pem.expose_secret(), pem.trim_end());
+                assert_eq!(private_key.resolve(&env, &files).unwrap().expose_secret(), pem.trim_end());
             }
             other => panic!("expected a service app, got {other:?}"),
         }
-        // Core reads no files unless the caller lets it.
-        let err = error(&text, &env);
+        let err = resolved(okta_secret(&config), &env).unwrap_err().to_string();
         assert!(err.starts_with("syncs.demo.target.private_key_file: cannot read \"/run/secrets/okta.pem\""), "{err}");
 
         let not_pem = |_: &Path| -> std::io::Result<String> { Ok("hunter2".into()) };
-        let err = Config::parse_with_files(&text, &env, &not_pem).unwrap_err().to_string();
+        let err = okta_secret(&config).resolve(&env, &not_pem).unwrap_err().to_string();
         assert_eq!(
             err,
             "syncs.demo.target.private_key_file: does not hold a PEM private key (expected a -----BEGIN PRIVATE KEY----- block)"
@@ -1256,7 +1297,8 @@ mod tests {
             "[syncs.demo.target]",
             "[syncs.demo.target]\nauth = \"service_app\"\nclient_id = \"0oasvc\"\nkey_id = \"k1\"",
         );
-        let err = error(&text, &env_of(&SECRETS[..1]));
+        let config = parse(&text, &env_of(&[])).unwrap();
+        let err = resolved(okta_secret(&config), &env_of(&SECRETS[..1])).unwrap_err().to_string();
         assert!(
             err.starts_with(
                 "syncs.demo.target.private_key_env: environment variable XAAS_SYNC_DEMO_OKTA_PRIVATE_KEY is not set"
@@ -1264,7 +1306,8 @@ mod tests {
             "{err}"
         );
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----";
-        let config = parse(&text, &env_of(&[SECRETS[0], ("XAAS_SYNC_DEMO_OKTA_PRIVATE_KEY", pem)])).unwrap();
+        let key = resolved(okta_secret(&config), &env_of(&[("XAAS_SYNC_DEMO_OKTA_PRIVATE_KEY", pem)])).unwrap();
+        assert_eq!(key, pem);
         assert!(matches!(&demo(&config).target.auth, TargetAuth::ServiceApp { .. }));
 
         let err = error(&text.replace("key_id = \"k1\"", ""), &env_of(&SECRETS));

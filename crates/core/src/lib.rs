@@ -2,6 +2,7 @@
 //! reads except where a caller passes the time in. The other crates speak to
 //! the outside world and hand their results to these types.
 
+pub mod broker_address;
 pub mod changes;
 pub mod config;
 pub mod history;
@@ -13,8 +14,10 @@ pub mod mapping;
 pub mod messages;
 pub mod packing;
 pub mod reconcile;
+pub mod redact;
 pub mod report;
 pub mod roster;
+pub mod secret;
 pub mod upload;
 pub mod validate;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use url::Url;
+use xaas_core::redact::redact;
 
 /// Why a configured URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,17 +24,19 @@ pub enum UrlError {
 /// Parses a configured base URL and applies the transport policy: `https`
 /// everywhere, plain `http` only to loopback (the sandbox) unless explicitly
 /// allowed. `setting` names the config key, so the error says what to fix.
+/// Errors show the value redacted.
 pub fn parse_base_url(setting: &str, value: &str, allow_insecure_http: bool) -> Result<Url, UrlError> {
+    let shown = || redact(value);
     let url = Url::parse(value).map_err(|e| UrlError::Invalid {
         setting: setting.into(),
-        value: value.into(),
+        value: shown(),
         reason: e.to_string(),
     })?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if allow_insecure_http || is_loopback(&url) => Ok(url),
-        "http" => Err(UrlError::InsecureHttp { setting: setting.into(), value: value.into() }),
-        _ => Err(UrlError::BadScheme { setting: setting.into(), value: value.into() }),
+        "http" => Err(UrlError::InsecureHttp { setting: setting.into(), value: shown() }),
+        _ => Err(UrlError::BadScheme { setting: setting.into(), value: shown() }),
     }
 }
 
@@ -93,6 +96,8 @@ mod tests {
         assert!(parse_base_url("okta.base_url", "http://sim:8080", true).is_ok());
         assert!(matches!(parse_base_url("x", "ftp://a", false), Err(UrlError::BadScheme { .. })));
         assert!(matches!(parse_base_url("x", "nope", false), Err(UrlError::Invalid { .. })));
+        let err = parse_base_url("x", "http://u:hunter2@okta.example.com", false).unwrap_err().to_string();
+        assert!(err.contains("http://***@okta.example.com") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
+use xaas_core::redact::redact;
 
 /// A failed Okta call. [`OktaError::is_retryable`] is the split the workers
 /// act on: retryable errors go back through a delay queue, permanent ones
@@ -81,12 +82,19 @@ impl OktaError {
 
 /// The request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
-#[error("could not reach Okta for {op}{}: {source}; check the network and okta base_url", if *maybe_sent { " (the request may have reached Okta)" } else { "" })]
+#[error(
+    "could not reach Okta{} for {op}{}: {source}; check the network and okta base_url",
+    url.as_deref().map(|u| format!(" at {u}")).unwrap_or_default(),
+    if *maybe_sent { " (the request may have reached Okta)" } else { "" }
+)]
 pub struct TransportError {
     /// The operation, as in the `op` metric label.
     pub op: &'static str,
     /// False only when the connection was never made, so nothing was sent.
     pub maybe_sent: bool,
+    /// The URL called, redacted like every URL that is printed.
+    pub url: Option<String>,
+    /// reqwest's error, without the URL it would print unredacted.
     #[source]
     pub source: reqwest::Error,
 }
@@ -95,9 +103,9 @@ impl TransportError {
     pub(crate) fn new(op: &'static str, source: reqwest::Error) -> Self {
         // A connect failure (refused, DNS, connect timeout) sent nothing;
         // anything later may have delivered the request.
-        // The URL reqwest keeps in its message is host and ids: no secrets.
         let maybe_sent = !source.is_connect();
-        Self { op, maybe_sent, source }
+        let url = source.url().map(|u| redact(u.as_str()));
+        Self { op, maybe_sent, url, source: source.without_url() }
     }
 }
 
@@ -231,6 +239,16 @@ mod tests {
         assert!(!nf.is_retryable());
         assert!(nf.to_string().contains("identity_source_id \"0oa1\""), "{nf}");
         assert!(!OktaError::Malformed("x".into()).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_shows_its_url_redacted() {
+        // Nothing listens on port 1.
+        let e = reqwest::get("http://admin:hunter2@127.0.0.1:1/api/v1/x?token=t0k").await.unwrap_err();
+        let text = TransportError::new("list_sessions", e).to_string();
+        // reqwest itself moves the userinfo into a header; the query is ours to mask.
+        assert!(text.starts_with("could not reach Okta at http://127.0.0.1:1/api/v1/x?token=*** for"), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains("t0k"), "{text}");
     }
 
     #[test]

@@ -44,9 +44,11 @@ pub struct SimConfig {
     #[arg(long, env = "XAAS_SIM_GRAPH_TENANT", default_value = "sandbox-tenant")]
     pub graph_tenant: String,
 
+    /// Client ID of the Entra app registration the token endpoint accepts.
     #[arg(long, env = "XAAS_SIM_GRAPH_CLIENT_ID", default_value = "sandbox-client")]
     pub graph_client_id: String,
 
+    /// Client secret of that app registration.
     #[arg(long, env = "XAAS_SIM_GRAPH_CLIENT_SECRET", default_value = "sandbox-secret", hide_env_values = true)]
     pub graph_client_secret: String,
 

@@ -3,34 +3,37 @@
 
 use std::path::Path;
 
-use secrecy::ExposeSecret;
 use xaas_broker::{Broker, BrokerConfig};
-use xaas_core::config::Config;
+use xaas_core::config::{Config, EnvLookup};
 
 use crate::error::StartupError;
 
-/// Reads `xaas.toml` with the process environment as overrides.
+/// Reads `xaas.toml` with the process environment as overrides. No secret
+/// is read: the roles that use one resolve it (`deps::Clients::build`).
 pub fn load_config(path: &Path) -> Result<Config, StartupError> {
-    load_config_with(path, &|k| std::env::var(k).ok())
+    load_config_with(path, &process_env)
 }
 
 /// Reads `xaas.toml` with `env` as the environment (the demo adds its own).
-pub fn load_config_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, StartupError> {
+pub fn load_config_with(path: &Path, env: EnvLookup<'_>) -> Result<Config, StartupError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         StartupError::Other(format!("config file {}: {e} (pass --config PATH or set XAAS_CONFIG)", path.display()))
     })?;
-    Ok(Config::parse_with_files(&text, env, &|p| std::fs::read_to_string(p))?)
+    Ok(Config::parse(&text, env)?)
 }
 
-/// Connects to the broker the configuration names.
+/// The process environment, as `Config::parse` and secrets read it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Connects to the first broker of the configuration that answers.
 pub async fn connect(config: &Config, connection_name: &str) -> Result<Broker, StartupError> {
-    let mut cfg = BrokerConfig::new(config.broker.url.expose_secret());
+    let mut cfg = BrokerConfig::new(config.broker.addresses.clone());
     cfg.prefix.clone_from(&config.broker.prefix);
     cfg.retry_tiers.clone_from(&config.broker.retry_tiers);
     cfg.max_attempts = config.broker.max_attempts;
     cfg.connection_name = connection_name.to_string();
-    // Long enough for a broker that is still starting, short enough that a
-    // wrong URL is reported promptly.
-    cfg.connect_timeout = std::time::Duration::from_secs(20);
+    cfg.connect_timeout = config.broker.connect_timeout;
     Broker::connect(cfg).await.map_err(|e| StartupError::Other(format!("broker.url: {e}")))
 }

@@ -10,7 +10,7 @@ use xaas_broker::{Broker, ParkedMessage, Replay, StreamOffset};
 use xaas_core::report::{Plan, RunReport, RunState};
 use xaas_core::{EventKind, Mode, RunEvent, RunId, SyncName, SyncRequest};
 
-use crate::render::{plan_text, report_text};
+use crate::render::{moment, plan_text, report_text};
 
 /// How `xaas enqueue` was asked to start a run.
 #[derive(Debug, Clone)]
@@ -190,6 +190,7 @@ pub async fn status(broker: &Broker, run: Option<RunId>, plan: bool, json: bool)
                     order.push(e.run_id.clone());
                 }
             }
+            let now = OffsetDateTime::now_utc();
             let recent: Vec<RunReport> =
                 order.iter().rev().take(20).filter_map(|run| RunReport::from_events(run, &events)).collect();
             if json {
@@ -204,7 +205,7 @@ pub async fn status(broker: &Broker, run: Option<RunId>, plan: bool, json: bool)
                         RunState::Failed { reason } => format!("failed: {reason}"),
                         RunState::Merged { into } => format!("merged into {into}"),
                     };
-                    let started = r.started_at.map(|t| t.to_string()).unwrap_or_default();
+                    let started = r.started_at.map(|t| moment(t, now)).unwrap_or_default();
                     println!(
                         "{}  {:<12} {:<10} {started}  {} upserted, {} deactivated  {state}",
                         r.run_id,

@@ -1,24 +1,52 @@
-//! What every stage handler needs: the broker, the configuration and one
-//! Graph and one Okta client per configured sync, built once at start so that
-//! a bad setting stops the worker before it takes any message.
+//! What every stage handler needs: the broker, the configuration and, per
+//! configured sync, the API clients its role uses, built once at start so
+//! that a bad setting or a missing secret stops the worker before it takes
+//! any message. Only the fetcher reads the source's secret and only the
+//! uploader Okta's: a process builds just the clients its role needs.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use xaas_broker::Broker;
 use xaas_core::SyncName;
-use xaas_core::config::{Config, SyncConfig, TargetAuth};
+use xaas_core::config::{Config, EnvLookup, SyncConfig, TargetAuth};
 use xaas_graph::{GraphClient, GraphSettings, UsersQuery};
 use xaas_okta::{OktaAuth, OktaClient, OktaSettings};
 
 use crate::error::StartupError;
+use crate::runtime::Role;
 
-/// The clients of one sync.
+/// Which API clients a process builds, and so which secrets it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// Graph, with the source's client secret: the fetcher.
+    pub graph: bool,
+    /// Okta, with its API token or service-app key: the uploader.
+    pub okta: bool,
+}
+
+impl Needs {
+    /// Every client: `worker all` and the demo.
+    pub const ALL: Needs = Needs { graph: true, okta: true };
+
+    /// What the stages of `role` call.
+    pub fn of(role: Role) -> Self {
+        match role {
+            Role::Fetcher => Needs { graph: true, okta: false },
+            Role::Uploader => Needs { graph: false, okta: true },
+            Role::Mapper | Role::Scheduler => Needs { graph: false, okta: false },
+            Role::All => Self::ALL,
+        }
+    }
+}
+
+/// The clients of one sync; those its process does not need are `None`.
 pub struct SyncClients {
     pub config: SyncConfig,
-    pub graph: GraphClient,
-    pub okta: OktaClient,
+    graph: Option<GraphClient>,
+    okta: Option<OktaClient>,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -30,25 +58,27 @@ pub struct Deps {
 }
 
 /// The clients of every configured sync, built before the broker is
-/// connected: a bad URL or key then stops start-up with its setting named
-/// before anything else happens.
+/// connected: a bad URL or a missing secret then stops start-up with its
+/// setting named before anything else happens.
 pub struct Clients(BTreeMap<SyncName, SyncClients>);
 
 impl Clients {
-    /// Builds a client pair for every configured sync. Nothing is sent yet.
-    pub fn build(config: &Config) -> Result<Self, StartupError> {
+    /// Builds the clients `needs` asks for, for every configured sync,
+    /// reading their secrets from `env` (or the files their settings name).
+    /// Nothing is sent yet.
+    pub fn build(config: &Config, needs: Needs, env: EnvLookup<'_>) -> Result<Self, StartupError> {
         let mut syncs = BTreeMap::new();
         for sync in config.syncs() {
-            syncs.insert(sync.name.clone(), SyncClients::build(sync)?);
+            syncs.insert(sync.name.clone(), SyncClients::build(sync, needs, env)?);
         }
         Ok(Self(syncs))
     }
 }
 
 impl Deps {
-    /// Builds a client pair for every configured sync. Nothing is sent yet.
-    pub fn build(config: Config, broker: Broker) -> Result<Self, StartupError> {
-        let clients = Clients::build(&config)?;
+    /// Builds the clients `needs` asks for, for every configured sync.
+    pub fn build(config: Config, broker: Broker, needs: Needs, env: EnvLookup<'_>) -> Result<Self, StartupError> {
+        let clients = Clients::build(&config, needs, env)?;
         Ok(Self::new(config, broker, clients))
     }
 
@@ -66,36 +96,60 @@ impl Deps {
     }
 }
 
+fn read_file(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
 impl SyncClients {
-    fn build(sync: &SyncConfig) -> Result<Self, StartupError> {
-        let source = &sync.source;
+    fn build(sync: &SyncConfig, needs: Needs, env: EnvLookup<'_>) -> Result<Self, StartupError> {
         let url = |key: &str, value: &str, insecure: bool| {
             xaas_http::parse_base_url(&sync.setting(key), value, insecure).map_err(StartupError::Url)
         };
-        let graph = GraphClient::new(GraphSettings {
-            authority_url: url("source.authority_url", &source.authority_url, source.allow_insecure_http)?,
-            graph_url: url("source.graph_url", &source.graph_url, source.allow_insecure_http)?,
-            tenant: source.tenant.clone(),
-            client_id: source.client_id.clone(),
-            client_secret: source.client_secret.clone(),
-            timeout: Duration::from_secs(60),
-            max_in_process_retries: 3,
-            max_retry_after: Duration::from_secs(30),
-        })
-        .map_err(|e| StartupError::Client { sync: sync.name.to_string(), error: e.to_string() })?;
-        let target = &sync.target;
-        let auth = match &target.auth {
-            TargetAuth::ApiToken(token) => OktaAuth::ApiToken(token.clone()),
-            TargetAuth::ServiceApp { client_id, key_id, private_key_pem } => OktaAuth::ServiceApp {
-                client_id: client_id.clone(),
-                key_id: Some(key_id.clone()).filter(|k| !k.is_empty()),
-                private_key_pem: private_key_pem.clone(),
-            },
+        let client_error =
+            |e: &dyn std::fmt::Display| StartupError::Client { sync: sync.name.to_string(), error: e.to_string() };
+        let graph = if needs.graph {
+            let source = &sync.source;
+            let settings = GraphSettings {
+                authority_url: url("source.authority_url", &source.authority_url, source.allow_insecure_http)?,
+                graph_url: url("source.graph_url", &source.graph_url, source.allow_insecure_http)?,
+                tenant: source.tenant.clone(),
+                client_id: source.client_id.clone(),
+                client_secret: source.client_secret.resolve(env, &read_file)?,
+                timeout: Duration::from_secs(60),
+                max_in_process_retries: 3,
+                max_retry_after: Duration::from_secs(30),
+            };
+            Some(GraphClient::new(settings).map_err(|e| client_error(&e))?)
+        } else {
+            None
         };
-        let base = url("target.okta_url", &target.okta_url, target.allow_insecure_http)?;
-        let okta = OktaClient::new(OktaSettings::new(base, target.identity_source_id.clone(), auth))
-            .map_err(|e| StartupError::Client { sync: sync.name.to_string(), error: e.to_string() })?;
+        let okta = if needs.okta {
+            let target = &sync.target;
+            let auth = match &target.auth {
+                TargetAuth::ApiToken(token) => OktaAuth::ApiToken(token.resolve(env, &read_file)?),
+                TargetAuth::ServiceApp { client_id, key_id, private_key } => OktaAuth::ServiceApp {
+                    client_id: client_id.clone(),
+                    key_id: Some(key_id.clone()).filter(|k| !k.is_empty()),
+                    private_key_pem: private_key.resolve(env, &read_file)?,
+                },
+            };
+            let base = url("target.okta_url", &target.okta_url, target.allow_insecure_http)?;
+            let settings = OktaSettings::new(base, target.identity_source_id.clone(), auth);
+            Some(OktaClient::new(settings).map_err(|e| client_error(&e))?)
+        } else {
+            None
+        };
         Ok(Self { config: sync.clone(), graph, okta })
+    }
+
+    /// The Graph client, in a process that fetches.
+    pub fn graph(&self) -> Option<&GraphClient> {
+        self.graph.as_ref()
+    }
+
+    /// The Okta client, in a process that uploads.
+    pub fn okta(&self) -> Option<&OktaClient> {
+        self.okta.as_ref()
     }
 
     /// The query of a run's first page: what the mode reads.

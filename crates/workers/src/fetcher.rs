@@ -48,17 +48,22 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
         let error = format!("no sync named {:?} is configured", msg.sync.as_str());
         return stage::fail(deps, &msg.run_id, &msg.sync, "fetcher", error).await;
     };
+    let Some(graph) = clients.graph() else {
+        // `Needs::of` gives every fetching process its Graph clients.
+        let error = "this worker was started without a Graph client; run the fetcher role".to_string();
+        return stage::fail(deps, &msg.run_id, &msg.sync, "fetcher", error).await;
+    };
     let mode = msg.options.mode;
     let query = clients.users_query(mode);
     let url = match &msg.link {
         Some(link) => link.clone(),
-        None if mode == Mode::Delta => clients.graph.delta_url(&query).to_string(),
-        None => clients.graph.users_url(&query).to_string(),
+        None if mode == Mode::Delta => graph.delta_url(&query).to_string(),
+        None => graph.users_url(&query).to_string(),
     };
     let result = if mode == Mode::Delta {
-        clients.graph.get_delta_page(&url, query.page_size).await
+        graph.get_delta_page(&url, query.page_size).await
     } else {
-        clients.graph.get_page(&url).await
+        graph.get_page(&url).await
     };
     let page = match result {
         Ok(page) => page,

@@ -3,6 +3,9 @@
 
 use std::fmt::Write;
 
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
 use xaas_core::RunId;
 use xaas_core::report::{Plan, RunReport, RunState};
 
@@ -90,4 +93,42 @@ pub fn plan_text(run: &RunId, p: &Plan) -> String {
         }
     }
     out
+}
+
+/// A moment for people: RFC 3339 to the second, and how long ago it was
+/// (`2026-12-03T07:51:56Z (3 min ago)`).
+pub fn moment(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    let utc = at.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(at);
+    let stamp = utc.format(&Rfc3339).unwrap_or_else(|_| utc.to_string());
+    let secs = (now - at).whole_seconds();
+    let ago = match secs {
+        ..=9 => "just now".to_string(),
+        10..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    };
+    format!("{stamp} ({ago})")
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn moments_read_as_rfc3339_and_an_age() {
+        let at = datetime!(2026-12-03 7:51:56.574397899 UTC);
+        let shown = |later: time::Duration| moment(at, at + later);
+        assert_eq!(shown(time::Duration::seconds(3)), "2026-12-03T07:51:56Z (just now)");
+        assert_eq!(shown(time::Duration::seconds(42)), "2026-12-03T07:51:56Z (42 s ago)");
+        assert_eq!(shown(time::Duration::minutes(3)), "2026-12-03T07:51:56Z (3 min ago)");
+        assert_eq!(shown(time::Duration::hours(5)), "2026-12-03T07:51:56Z (5 h ago)");
+        assert_eq!(shown(time::Duration::days(9)), "2026-12-03T07:51:56Z (9 days ago)");
+        // A clock a little behind the broker's is not "in the future".
+        assert_eq!(shown(time::Duration::seconds(-2)), "2026-12-03T07:51:56Z (just now)");
+        let paris = datetime!(2026-12-03 8:51:56 +1);
+        assert_eq!(moment(paris, paris), "2026-12-03T07:51:56Z (just now)");
+    }
 }

@@ -17,8 +17,11 @@ use crate::{fetcher, mapper};
 /// What a worker process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
+    /// Reads the source page by page (needs the source's client secret).
     Fetcher,
+    /// Maps pages into Okta-sized batches (needs no secret).
     Mapper,
+    /// Owns each sync's Okta import sessions (needs Okta's token or key).
     Uploader,
     /// The three stages in one process: the newcomer's and the demo's setup.
     All,

@@ -11,8 +11,10 @@ use xaas_broker::Broker;
 /// Log lines as text for people, JSON for containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum LogFormat {
+    /// One readable line per event.
     #[default]
     Text,
+    /// One JSON object per event.
     Json,
 }
 

@@ -96,7 +96,8 @@ impl Uploader {
             retry: config.retry,
             sabotage: upload::Sabotage::NONE,
         };
-        let okta = clients.okta.clone();
+        // `Needs::of` gives every uploading process its Okta clients.
+        let okta = clients.okta().cloned().ok_or_else(|| Stop::Fatal("this worker has no Okta client".into()))?;
         Ok(Self { deps, sync, okta, settings, shutdown })
     }
 

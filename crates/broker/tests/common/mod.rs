@@ -20,7 +20,7 @@ pub fn url() -> String {
 /// A configuration with a fresh prefix and short retry tiers.
 pub fn config() -> BrokerConfig {
     let prefix = format!("t-{}", uuid::Uuid::new_v4());
-    let mut cfg = BrokerConfig::new(url());
+    let mut cfg = BrokerConfig::new(url().parse().expect("AMQP_URL is a valid broker address"));
     cfg.connection_name = prefix.clone();
     cfg.prefix = prefix;
     cfg.retry_tiers = vec![Duration::from_millis(200), Duration::from_millis(400)];
