@@ -68,6 +68,10 @@ pub struct SimConfig {
     #[arg(long, env = "XAAS_SIM_SESSION_IDLE_EXPIRY", default_value = "24h", value_parser = parse_duration)]
     pub session_idle_expiry: Duration,
 
+    /// Okta's per-request and per-session limits; only a simulation lowers them.
+    #[arg(skip)]
+    pub okta_limits: crate::okta::bulk::OktaLimits,
+
     /// Okta requests allowed per minute before 429 E0000047.
     #[arg(long, env = "XAAS_SIM_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,

@@ -181,6 +181,11 @@ pub(crate) struct State {
     pub roster: Roster,
     pub clock: OktaClock,
     pub runs: BTreeMap<RunId, RunBuffer>,
+    /// Okta was seen to hold no open session the log does not know of.
+    /// False at takeover and after a create whose outcome is unknown: the
+    /// next create then lists the sessions first, and adopts an open one
+    /// instead of being refused for it.
+    pub no_stray_session: bool,
 }
 
 /// An outstanding call or sleep.
@@ -402,6 +407,7 @@ impl Uploader {
             roster: Roster::replay(sync, roster),
             clock: OktaClock::default(),
             runs: BTreeMap::new(),
+            no_stray_session: false,
         };
         let mut active = Active { state, tasks: VecDeque::new(), waiting: None, inbox: VecDeque::new() };
         // A run its predecessor fully loaded but did not close is finished

@@ -4,11 +4,14 @@
 //!   to send, and only when the log says none is open.
 //! - **The cooldown.** Not before Okta's cooldown after the last trigger has
 //!   passed, measured on Okta's clock (`clock`).
-//! - **Adoption.** Okta refuses a create while a session is open. If the
-//!   log knows of none, the uploader that opened it crashed before it could
-//!   record it: the open session is adopted. Only the active uploader acts
-//!   at all (the driver stops one that lost its consumer before any further
-//!   call), so an adopted session can only be this sync's own.
+//! - **Adoption.** An open session the log does not know of was opened by a
+//!   predecessor that crashed before it could record it (or by a create
+//!   whose answer was lost): it is adopted. So that Okta never has to refuse
+//!   a create for it, the sessions are listed before the first create of a
+//!   term and before retrying a create that may have been applied. Only the
+//!   active uploader acts at all (the driver stops one that lost its
+//!   consumer before any further call), so an adopted session can only be
+//!   this sync's own.
 //! - **Refusals.** A refusal with no open session means Okta's cooldown is
 //!   longer than the configured one: wait and try again, within the retry
 //!   budget.
@@ -38,6 +41,8 @@ pub(crate) struct Open {
 #[derive(Debug)]
 enum OpenState {
     Ready,
+    /// Listing the sessions, for one the log does not know of.
+    Verifying,
     /// Asked Okta anything, to read its clock.
     ReadingClock,
     Cooling {
@@ -73,6 +78,29 @@ impl Open {
                 cx.record(&self.run, EventKind::CooldownWaited { seconds });
                 self.next(cx)
             }
+            (OpenState::Verifying, Event::Reply(reply)) => match reply.result {
+                Ok(Answer::Sessions(list)) => match list.into_iter().find(|s| s.status.is_open()) {
+                    Some(open) => {
+                        cx.record(&self.run, EventKind::SessionOpened { session_id: open.id });
+                        Step::Done
+                    }
+                    None => {
+                        cx.state.no_stray_session = true;
+                        self.next(cx)
+                    }
+                },
+                Ok(other) => {
+                    Step::Fail { run: self.run.clone(), reason: format!("Okta answered a list with {other:?}") }
+                }
+                Err(Failure::Transient { reason, retry_after }) => {
+                    self.retry(cx, "listing sessions", &reason, retry_after)
+                }
+                Err(
+                    Failure::Fatal { reason }
+                    | Failure::Invalid { summary: reason, .. }
+                    | Failure::CreateRefused { summary: reason },
+                ) => Step::Fail { run: self.run.clone(), reason },
+            },
             (OpenState::Creating, Event::Reply(reply)) => self.created(cx, reply),
             (OpenState::Listing { summary }, Event::Reply(reply)) => self.listed(cx, &summary, reply),
             (_, _) => self.next(cx),
@@ -82,6 +110,10 @@ impl Open {
     fn next(&mut self, cx: &mut Cx<'_>) -> Step {
         if cx.state.ledger.open_session().is_some() {
             return Step::Done;
+        }
+        if !cx.state.no_stray_session {
+            self.state = OpenState::Verifying;
+            return cx.call(Call::ListSessions);
         }
         let last = cx.state.ledger.last_trigger();
         match readiness(last, &cx.state.clock, cx.limits().cooldown, cx.now) {
@@ -113,6 +145,8 @@ impl Open {
                 cx.call(Call::ListSessions)
             }
             Err(Failure::Transient { reason, retry_after }) => {
+                // It may have been created all the same: look before trying again.
+                cx.state.no_stray_session = false;
                 self.retry(cx, "opening a session", &reason, retry_after)
             }
             Err(Failure::Fatal { reason }) => Step::Fail { run: self.run.clone(), reason },

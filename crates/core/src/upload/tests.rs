@@ -93,6 +93,12 @@ impl Rig {
         self.m.handle(self.now, Input::Okta { call, reply: Reply { result, okta_date: Some(self.now) } })
     }
 
+    /// Answers the takeover's look at Okta's sessions: none open.
+    fn none_open(&mut self, out: &[Command]) -> Vec<Command> {
+        assert_eq!(last_call(out).1, Call::ListSessions, "the first create of a term looks first");
+        self.answer(out, Ok(Answer::Sessions(vec![])))
+    }
+
     /// Lets the outstanding sleep end.
     fn wake(&mut self, out: &[Command]) -> Vec<Command> {
         let Some(Command::Sleep { timer, until, .. }) = out.last() else { panic!("no sleep in {out:#?}") };
@@ -130,6 +136,7 @@ fn nothing_is_opened_until_there_is_a_full_request_or_the_run_is_all_in() {
     assert!(rig.m.is_idle());
     // The last page: the partial request goes out, into a new session.
     let (_, out) = rig.batch(page(1, true, &["b"]));
+    let out = rig.none_open(&out);
     assert_eq!(last_call(&out).1, Call::CreateSession);
 }
 
@@ -137,6 +144,7 @@ fn nothing_is_opened_until_there_is_a_full_request_or_the_run_is_all_in() {
 fn every_request_is_announced_before_it_is_sent_and_the_limit_triggers() {
     let (mut rig, _) = Rig::active(vec![]);
     let (k1, out) = rig.batch(page(0, false, &["a", "b"]));
+    let out = rig.none_open(&out);
     assert_eq!(last_call(&out).1, Call::CreateSession);
     let out = rig.answer(&out, session("s1", SessionStatus::Created));
     // SessionOpened, then BulkSending #1, then the call.
@@ -162,6 +170,7 @@ fn every_request_is_announced_before_it_is_sent_and_the_limit_triggers() {
 fn the_next_session_waits_out_the_cooldown_on_oktas_clock() {
     let (mut rig, _) = Rig::active(vec![]);
     let (_, out) = rig.batch(page(0, false, &["a", "b"]));
+    let out = rig.none_open(&out);
     let out = rig.answer(&out, session("s1", SessionStatus::Created));
     rig.answer(&out, Ok(Answer::Accepted));
     let (_, out) = rig.batch(page(1, false, &["c", "d"]));
@@ -180,14 +189,12 @@ fn the_next_session_waits_out_the_cooldown_on_oktas_clock() {
 }
 
 #[test]
-fn a_refused_create_adopts_the_open_session_or_waits() {
+fn an_open_session_the_log_does_not_know_is_adopted_not_refused() {
+    // A predecessor opened s0 and crashed before recording it: the first
+    // create of the term looks first, and adopts it.
     let (mut rig, _) = Rig::active(vec![]);
     let (_, out) = rig.batch(page(0, false, &["a", "b"]));
-    let refused = Err(Failure::CreateRefused { summary: "already has session s0".into() });
-    let out = rig.answer(&out, refused.clone());
     assert_eq!(last_call(&out).1, Call::ListSessions);
-    // Okta lists an open session the log does not know: a crashed
-    // predecessor's. It is adopted.
     let list = Ok(Answer::Sessions(vec![
         SessionInfo { id: "old".into(), status: SessionStatus::Completed },
         SessionInfo { id: "s0".into(), status: SessionStatus::InProgress },
@@ -195,11 +202,30 @@ fn a_refused_create_adopts_the_open_session_or_waits() {
     let out = rig.answer(&out, list);
     assert!(matches!(events(&out)[0], EventKind::SessionOpened { session_id } if session_id == "s0"));
     assert!(matches!(last_call(&out).1, Call::Bulk { ref session, .. } if session == "s0"));
+}
 
-    // With nothing open, a refusal means Okta's cooldown is longer: wait, retry.
+#[test]
+fn a_create_whose_answer_was_lost_is_looked_up_before_it_is_tried_again() {
     let (mut rig, _) = Rig::active(vec![]);
     let (_, out) = rig.batch(page(0, false, &["a", "b"]));
-    let out = rig.answer(&out, refused);
+    let out = rig.none_open(&out);
+    let lost = Err(Failure::Transient { reason: "connection reset".into(), retry_after: None });
+    let out = rig.answer(&out, lost);
+    let out = rig.wake(&out);
+    assert_eq!(last_call(&out).1, Call::ListSessions, "the create may have been applied");
+    let out =
+        rig.answer(&out, Ok(Answer::Sessions(vec![SessionInfo { id: "s1".into(), status: SessionStatus::Created }])));
+    assert!(matches!(events(&out)[0], EventKind::SessionOpened { session_id } if session_id == "s1"));
+}
+
+#[test]
+fn a_refused_create_with_nothing_open_waits_and_tries_again() {
+    // Okta's cooldown is longer than the configured one.
+    let (mut rig, _) = Rig::active(vec![]);
+    let (_, out) = rig.batch(page(0, false, &["a", "b"]));
+    let out = rig.none_open(&out);
+    let out = rig.answer(&out, Err(Failure::CreateRefused { summary: "within the cooldown".into() }));
+    assert_eq!(last_call(&out).1, Call::ListSessions);
     let out = rig.answer(&out, Ok(Answer::Sessions(vec![])));
     assert!(matches!(events(&out)[..], [EventKind::Retrying { attempt: 1, .. }]));
     let out = rig.wake(&out);
@@ -211,6 +237,7 @@ fn transient_failures_are_retried_within_the_budget_then_the_run_fails() {
     let (mut rig, _) = Rig::active(vec![]);
     rig.m.settings.limits.requests_per_session = 50;
     let (key, out) = rig.batch(page(0, false, &["a", "b"]));
+    let out = rig.none_open(&out);
     let mut out = rig.answer(&out, session("s1", SessionStatus::Created));
     let down = || Err(Failure::Transient { reason: "503".into(), retry_after: None });
     for attempt in 1..=2 {
@@ -306,6 +333,7 @@ fn a_page_read_twice_is_taken_whole_and_the_run_ends_along_either_lineage() {
     last.parent = Some(CopyId::from_u64(21));
     let (_, out) = rig.batch(last);
     // Everyone of both reads goes out: a, b, c, d, e in one request.
+    let out = rig.none_open(&out);
     let out = rig.answer(&out, session("s1", SessionStatus::Created));
     let Call::Bulk { profiles, .. } = last_call(&out).1 else { panic!() };
     let mut ids: Vec<&str> = profiles.iter().map(|p| p.external_id.as_str()).collect();

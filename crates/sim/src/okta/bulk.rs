@@ -16,6 +16,29 @@ use super::schema::{CauseStyle, ProfileSchema};
 pub const MAX_PROFILES: usize = 200;
 /// "up to 200 KB of data" per bulk-load request, counted on the request body.
 pub const MAX_BODY_BYTES: usize = 200 * 1024;
+
+/// The limits the sandbox enforces: Okta's, unless a simulation lowers
+/// them to exercise the same rules with a handful of users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OktaLimits {
+    pub profiles_per_request: usize,
+    pub bytes_per_request: usize,
+    pub requests_per_session: usize,
+}
+
+impl OktaLimits {
+    pub const OKTA: OktaLimits = OktaLimits {
+        profiles_per_request: MAX_PROFILES,
+        bytes_per_request: MAX_BODY_BYTES,
+        requests_per_session: super::session::MAX_REQUESTS_PER_SESSION,
+    };
+}
+
+impl Default for OktaLimits {
+    fn default() -> Self {
+        Self::OKTA
+    }
+}
 /// `externalId` is `maxLength: 512` in the spec; an empty one identifies nobody.
 pub const MAX_EXTERNAL_ID: usize = 512;
 
@@ -77,12 +100,24 @@ pub fn parse(kind: BulkKind, body: &[u8]) -> Result<Load, OktaError> {
 /// [`parse`], also refusing upserted attributes that `schema` (when
 /// declared) does not define.
 pub fn parse_with(kind: BulkKind, body: &[u8], schema: Option<&ProfileSchema>) -> Result<Load, OktaError> {
-    if body.len() > MAX_BODY_BYTES {
+    parse_within(kind, body, schema, &OktaLimits::OKTA)
+}
+
+/// [`parse_with`] under `limits`.
+pub fn parse_within(
+    kind: BulkKind,
+    body: &[u8],
+    schema: Option<&ProfileSchema>,
+    limits: &OktaLimits,
+) -> Result<Load, OktaError> {
+    if body.len() > limits.bytes_per_request {
+        let kb = if limits.bytes_per_request == MAX_BODY_BYTES { " (200 KB)" } else { "" };
         return Err(OktaError::validation(
             "request body",
             vec![format!(
-                "The request body is {} bytes; a bulk request may carry at most {MAX_BODY_BYTES} bytes (200 KB).",
-                body.len()
+                "The request body is {} bytes; a bulk request may carry at most {} bytes{kb}.",
+                body.len(),
+                limits.bytes_per_request
             )],
         ));
     }
@@ -117,11 +152,12 @@ pub fn parse_with(kind: BulkKind, body: &[u8], schema: Option<&ProfileSchema>) -
         }
         Some(_) => return Err(OktaError::malformed("profiles: must be an array")),
     };
-    if items.len() > MAX_PROFILES {
+    if items.len() > limits.profiles_per_request {
         return Err(OktaError::validation(
             "profiles",
             vec![format!(
-                "profiles: a bulk request may carry at most {MAX_PROFILES} profiles; this one has {}",
+                "profiles: a bulk request may carry at most {} profiles; this one has {}",
+                limits.profiles_per_request,
                 items.len()
             )],
         ));

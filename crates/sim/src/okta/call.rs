@@ -204,7 +204,7 @@ fn respond(state: &mut OktaState, source: &str, op: &Operation, body: &[u8], now
 
 fn load(state: &mut OktaState, session: &str, kind: BulkKind, body: &[u8], now: Moment) -> Result<(), OktaError> {
     // The body's verdict waits until the session has been checked.
-    let parsed = bulk::parse_with(kind, body, state.schema.as_ref());
+    let parsed = bulk::parse_within(kind, body, state.schema.as_ref(), &state.limits);
     state.sessions.check_loadable(session, now)?;
     let load = parsed?;
     // Okta leaves a CREATED session CREATED after a bulk-delete that names no

@@ -55,6 +55,9 @@ pub struct OktaState {
     pub schema: Option<schema::ProfileSchema>,
     /// Session ids and error ids.
     pub ids: IdSource,
+    /// The per-request limits bulk bodies are held to (the per-session one
+    /// is in the session rules).
+    pub limits: bulk::OktaLimits,
 }
 
 /// Refusals kept for inspection; the oldest go first past this many.
@@ -81,6 +84,7 @@ impl OktaState {
             cooldown: cfg.cooldown,
             import_duration: cfg.import_duration,
             idle_expiry: cfg.session_idle_expiry,
+            requests_per_session: cfg.okta_limits.requests_per_session,
         };
         Self {
             sessions: session::Sessions::new(cfg.identity_source_id.clone(), rules),
@@ -89,6 +93,7 @@ impl OktaState {
             refused: VecDeque::new(),
             schema: None,
             ids: IdSource::random(),
+            limits: cfg.okta_limits,
         }
     }
 

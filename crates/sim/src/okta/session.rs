@@ -66,6 +66,8 @@ pub struct Rules {
     pub cooldown: Duration,
     pub import_duration: Duration,
     pub idle_expiry: Duration,
+    /// Bulk requests one session takes.
+    pub requests_per_session: usize,
 }
 
 /// One accepted bulk request, as the inspection API shows it.
@@ -312,11 +314,13 @@ impl Sessions {
                 )],
             ));
         }
-        if s.requests.len() >= MAX_REQUESTS_PER_SESSION {
+        let max = self.rules.requests_per_session;
+        let s = find_in(&mut self.sessions, id, now)?;
+        if s.requests.len() >= max {
             return Err(OktaError::validation(
                 "identity source session",
                 vec![format!(
-                    "Session {} already has {MAX_REQUESTS_PER_SESSION} bulk requests, the most a session can take; \
+                    "Session {} already has {max} bulk requests, the most a session can take; \
                      trigger it and create a new session.",
                     s.id
                 )],
@@ -467,7 +471,12 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
 
     fn rules() -> Rules {
-        Rules { cooldown: 10 * SECOND, import_duration: 3 * SECOND, idle_expiry: 100 * SECOND }
+        Rules {
+            cooldown: 10 * SECOND,
+            import_duration: 3 * SECOND,
+            idle_expiry: 100 * SECOND,
+            requests_per_session: MAX_REQUESTS_PER_SESSION,
+        }
     }
 
     fn start() -> (Moment, IdSource) {
