@@ -121,3 +121,25 @@ fn the_old_driver_that_went_on_after_losing_its_consumer_is_caught() {
     println!("{v}");
     assert!(matches!(v.invariant.as_bytes()[0], b'1' | b'2' | b'3'), "{v}");
 }
+
+/// The seeds on which the searches above first caught defects 1 to 3 of the
+/// correctness issue: each breaks its invariant with the defect put back,
+/// and keeps every invariant with the fix.
+#[test]
+fn the_seeds_of_defects_one_to_three_fail_without_the_fix_and_pass_with_it() {
+    type Tweak = fn(&mut Scenario);
+    let cases: [(u64, Tweak, char); 3] = [
+        (4085, |s| s.sabotage.ignore_copies = true, '4'),
+        (30, |s| s.sabotage.no_finish_at_takeover = true, '6'),
+        (12, |s| s.harness.no_fence = true, '3'),
+    ];
+    for (seed, defect, invariant) in cases {
+        let mut broken = Scenario::from_seed(seed);
+        defect(&mut broken);
+        let v = run(&broken).expect_err("the defect breaks an invariant on its seed");
+        assert!(v.invariant.starts_with(invariant), "seed {seed}: {v}");
+        if let Err(v) = run(&Scenario::from_seed(seed)) {
+            panic!("seed {seed} breaks an invariant on the fixed machine:\n{v}");
+        }
+    }
+}
