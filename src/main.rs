@@ -41,6 +41,16 @@ enum Command {
         /// Serve /healthz and /metrics here.
         #[arg(long, env = "XAAS_HEALTH_LISTEN")]
         health_listen: Option<SocketAddr>,
+        /// Also serve the web console here (see `xaas console`).
+        #[arg(long, env = "XAAS_CONSOLE_LISTEN")]
+        console_listen: Option<SocketAddr>,
+    },
+    /// Serve the web console: runs, live progress, timeline, parked messages, syncs.
+    /// Read-only unless XAAS_CONSOLE_ADMIN_TOKEN is set.
+    Console {
+        /// Where to listen; loopback by default.
+        #[arg(long, env = "XAAS_CONSOLE_LISTEN", default_value = xaas_console::DEFAULT_LISTEN)]
+        listen: SocketAddr,
     },
     /// Start a run of a configured sync.
     Enqueue {
@@ -182,12 +192,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Demo(args) => demo::run(&cli.config, args).await,
-        Command::Worker { role, health_listen } => {
+        Command::Console { listen } => {
+            let config = app::load_config(&cli.config)?;
+            let broker = app::connect(&config, "console").await?;
+            let shutdown = CancellationToken::new();
+            start_console(config, broker.clone(), listen, shutdown.clone()).await?;
+            stop_on_signal(shutdown).await;
+            broker.close().await;
+            Ok(())
+        }
+        Command::Worker { role, health_listen, console_listen } => {
             let config = app::load_config(&cli.config)?;
             // Every setting is checked before the broker is contacted.
             let clients = Clients::build(&config)?;
             let name = format!("{role:?}@{}", hostname()).to_lowercase();
             let broker = app::connect(&config, &name).await?;
+            let shutdown = CancellationToken::new();
+            if let Some(addr) = console_listen {
+                start_console(config.clone(), broker.clone(), addr, shutdown.clone()).await?;
+            }
             let deps = Deps::new(config, broker.clone(), clients);
             if let Some(addr) = health_listen {
                 let bound = telemetry::serve_health(addr, broker.clone(), telemetry::install_metrics())
@@ -195,7 +218,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .map_err(|e| StartupError::Other(format!("--health-listen {addr}: {e}")))?;
                 tracing::info!(%bound, "serving /healthz and /metrics");
             }
-            let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             tracing::info!(?role, "worker starting");
             let result = xaas_workers::runtime::run(deps, role, shutdown).await;
@@ -257,6 +279,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(result?)
         }
     }
+}
+
+/// Starts the web console; its admin token comes from the environment.
+async fn start_console(
+    config: xaas_core::config::Config,
+    broker: xaas_broker::Broker,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), StartupError> {
+    let access = xaas_console::Access::from_env();
+    xaas_console::start(config, broker, listen, access, shutdown)
+        .await
+        .map_err(|e| StartupError::Other(format!("console listen address {listen}: {e}")))?;
+    Ok(())
 }
 
 /// SIGTERM or Ctrl-C: stop consuming, finish or requeue, exit 0.
