@@ -152,7 +152,7 @@ async fn an_operator_follows_a_run_finds_a_rejected_user_and_replays_a_parked_me
     b.client.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
     b.client.goto(&format!("{console}/syncs")).await.unwrap();
     let roster = b.text("#sync-demo .roster").await;
-    assert!(roster.contains("none yet"), "no run has uploaded yet: {roster}");
+    assert!(roster.starts_with("unknown: no complete snapshot"), "no run has uploaded yet: {roster}");
     assert!(b.text("#sync-demo .next-run").await.contains("none: no schedule"));
     b.screenshot("syncs").await;
     b.client.find(Locator::Css("#sync-demo form.enqueue button")).await.unwrap().click().await.unwrap();
@@ -161,17 +161,22 @@ async fn an_operator_follows_a_run_finds_a_rejected_user_and_replays_a_parked_me
     // Server-Sent Events, without the page being reloaded, to COMPLETED.
     b.wait_until("the run to start", "return location.pathname.startsWith('/runs/')", Duration::from_secs(30)).await;
     let run_url = b.client.current_url().await.unwrap().to_string();
-    b.wait_until("the first event", "var s = document.getElementById('state'); return !!s && s.textContent === 'RUNNING'", Duration::from_secs(60)).await;
+    b.wait_until(
+        "the first event",
+        "var s = document.getElementById('state'); return !!s && s.textContent === 'RUNNING'",
+        Duration::from_secs(60),
+    )
+    .await;
     b.js("window.xaasNotReloaded = true; return true").await;
     let mut moving = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
-        let seen = b.js(
-            "var s = document.getElementById('state'); var p = document.getElementById('progress'); \
-             return [s ? s.textContent : '', p ? p.value : -1, window.xaasNotReloaded === true]",
-        )
-        .await;
-        let (state, value, same_page) = (seen[0].as_str().unwrap_or("").to_string(), seen[1].as_f64().unwrap_or(-1.0), seen[2] == true);
+        let seen = b
+            .js("var s = document.getElementById('state'); var p = document.getElementById('progress'); \
+             return [s ? s.textContent : '', p ? p.value : -1, window.xaasNotReloaded === true]")
+            .await;
+        let (state, value, same_page) =
+            (seen[0].as_str().unwrap_or("").to_string(), seen[1].as_f64().unwrap_or(-1.0), seen[2] == true);
         if state == "COMPLETED" {
             break;
         }
@@ -229,7 +234,12 @@ async fn an_operator_follows_a_run_finds_a_rejected_user_and_replays_a_parked_me
     assert!(b.text("pre.body").await.contains("{not json"));
     b.screenshot("parked-message").await;
     b.client.find(Locator::Css("button.replay")).await.unwrap().click().await.unwrap();
-    b.wait_until("the replay", "var d = document.querySelector('.done'); return !!d && d.textContent.indexOf('Replayed 1.') >= 0", Duration::from_secs(30)).await;
+    b.wait_until(
+        "the replay",
+        "var d = document.querySelector('.done'); return !!d && d.textContent.indexOf('Replayed 1.') >= 0",
+        Duration::from_secs(30),
+    )
+    .await;
     b.screenshot("parked-replayed").await;
     // It was sent back to its queue, and parked again by the worker (it is still junk).
     let again = env.wait_parked(1, Duration::from_secs(60)).await;

@@ -59,6 +59,7 @@ impl RunIndex {
             self.order.push(e.run_id.clone());
             Entry { sync: e.sync.clone(), fold: RunFold::default(), plan: None, version: 0 }
         });
+        let was_completed = entry.fold.state() == Some(&RunState::Completed);
         entry.fold.apply(e);
         if entry.plan.is_none() && entry.fold.options().is_some_and(|o| o.dry_run) {
             entry.plan = Some(PlanFold::default());
@@ -67,11 +68,11 @@ impl RunIndex {
             plan.apply(e);
         }
         entry.version = self.version;
-        if entry.fold.state() == Some(&RunState::Completed) {
-            let finished = e.at;
-            let newer = self.last_success.get(&entry.sync).is_none_or(|(at, _)| *at <= finished);
+        // The event that completed it says when; later repeats do not.
+        if !was_completed && entry.fold.state() == Some(&RunState::Completed) {
+            let newer = self.last_success.get(&entry.sync).is_none_or(|(at, _)| *at <= e.at);
             if newer {
-                self.last_success.insert(entry.sync.clone(), (finished, e.run_id.clone()));
+                self.last_success.insert(entry.sync.clone(), (e.at, e.run_id.clone()));
             }
         }
     }

@@ -58,11 +58,12 @@ pub struct Progress {
     pub label: String,
 }
 
-/// Every user read ends filtered out, rejected, refused, unchanged,
-/// upserted or (deactivate mode) deactivated; the share of those done is
-/// the progress. Until the last page is read the total is an estimate:
-/// what was read, plus one more page of the average size. Held under 100
-/// until the run is over (Okta's import may still be processing).
+/// Half reading, half handling: the share of the pages read, and the share
+/// of the users read that are done with (every user ends filtered out,
+/// rejected, refused, unchanged, upserted or, in deactivate mode,
+/// deactivated). Graph does not say how many pages there are, so until the
+/// last page is read one more page is assumed. Held under 100 until the run
+/// is over: Okta may still be importing.
 pub fn progress(r: &RunReport) -> Progress {
     let handled = u64::from(r.filtered_out)
         + r.rejected.len() as u64
@@ -72,17 +73,16 @@ pub fn progress(r: &RunReport) -> Progress {
         + u64::from(r.deactivated);
     let read = u64::from(r.users_read);
     let pages = u64::from(r.pages_fetched);
-    let expected = match r.total_pages {
-        Some(_) => read,
-        None if pages == 0 => 0,
-        None => read + read.div_ceil(pages),
+    let (pages_expected, users_expected) = match r.total_pages {
+        Some(total) => (u64::from(total).max(pages), read),
+        None if pages == 0 => (1, 0),
+        None => (pages + 1, read + read.div_ceil(pages)),
     };
+    let share = |done: u64, of: u64| if of == 0 { 0.0 } else { (done as f64 / of as f64).min(1.0) };
     let percent = if r.state.is_over() {
         100.0
-    } else if expected == 0 {
-        0.0
     } else {
-        (handled as f64 / expected as f64 * 100.0).min(99.0)
+        (50.0 * share(pages, pages_expected) + 50.0 * share(handled, users_expected)).min(99.0)
     };
     let total_pages = r.total_pages.map_or_else(|| "?".to_string(), |t| t.to_string());
     let label = format!("{handled} of {read} users read handled · page {} of {total_pages}", r.pages_fetched);
@@ -229,13 +229,14 @@ mod tests {
     fn progress_is_the_share_of_users_handled_and_100_only_at_the_end() {
         let mut r = report();
         assert_eq!(progress(&r).percent, 0.0);
-        // Two pages of 100 read, no end in sight: 300 expected, 150 handled.
+        // Two pages of 100 read, no end in sight: 3 pages and 300 users
+        // expected, 150 handled.
         (r.pages_fetched, r.users_read, r.upserted, r.filtered_out) = (2, 200, 100, 50);
-        assert_eq!(progress(&r).percent, 50.0);
+        assert_eq!(progress(&r).percent, 58.3);
         assert_eq!(progress(&r).label, "150 of 200 users read handled · page 2 of ?");
-        // The last page is in: 200 expected.
+        // The last page is in: 200 users expected.
         r.total_pages = Some(2);
-        assert_eq!(progress(&r).percent, 75.0);
+        assert_eq!(progress(&r).percent, 87.5);
         r.upserted = 150;
         assert_eq!(progress(&r).percent, 99.0, "held below 100 while Okta imports");
         r.state = RunState::Completed;

@@ -30,8 +30,9 @@
       if (!live.seen) return;
       if (root.dataset.seen !== "true") { source.close(); location.reload(); return; }
       var bar = document.getElementById("progress");
-      if (bar) bar.value = live.progress.percent;
-      setText("progress-percent", live.progress.percent + "%");
+      // Never backwards, even against the value the page was rendered with.
+      if (bar) bar.value = Math.max(bar.value, live.progress.percent);
+      if (bar) setText("progress-percent", bar.value + "%");
       setText("progress-label", live.progress.label);
       var state = document.getElementById("state");
       if (state) {
