@@ -41,6 +41,7 @@ struct Browser {
     driver: Child,
     client: Client,
     shots: PathBuf,
+    closed: bool,
 }
 
 impl Browser {
@@ -77,7 +78,7 @@ impl Browser {
             }
         };
         std::fs::create_dir_all(&shots).unwrap();
-        Browser { driver, client, shots }
+        Browser { driver, client, shots, closed: false }
     }
 
     /// Saves the page as `<name>.png` and prints where.
@@ -106,7 +107,24 @@ impl Browser {
     }
 
     async fn close(mut self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+        self.closed = true;
+    }
+}
+
+impl Drop for Browser {
+    /// A failed test never reaches `close`: end the browser session anyway
+    /// (from another thread: this one may be the test's runtime, unwinding),
+    /// so that Chromium quits, then chromedriver.
+    fn drop(&mut self) {
+        if !self.closed {
+            let client = self.client.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(tokio::time::timeout(Duration::from_secs(10), client.close())).ok()
+            })
+            .join();
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -134,8 +152,8 @@ async fn an_operator_follows_a_run_finds_a_rejected_user_and_replays_a_parked_me
     assert_eq!(env.post("/sim/users", hostile_user()).await, 201);
     let latency = json!({"graph": {"latency_ms": 400}, "seed": 3});
     assert!(env.put("/sim/faults", latency).await.is_success());
-    env.spawn_worker("all", "worker");
-    let console = env.spawn_console("console", Some(ADMIN_TOKEN)).await;
+    // The worker serves the console too (`--console-listen`).
+    let console = env.spawn_worker_with_console("all", "worker", Some(ADMIN_TOKEN)).await;
     // Junk on the fetch queue, parked by the worker (as in tests/poison.rs).
     let props = BasicProperties::default().with_message_id(PARKED_ID.into()).with_delivery_mode(2);
     env.broker.publish_raw("", &env.broker.names().fetch(), b"{not json", props).await.unwrap();

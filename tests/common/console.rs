@@ -30,6 +30,19 @@ impl Env {
     pub async fn spawn_console(&mut self, label: &str, admin_token: Option<&str>) -> String {
         let listen = format!("127.0.0.1:{}", free_port());
         self.spawn_xaas(label, &["console", "--listen", &listen], &[("XAAS_CONSOLE_ADMIN_TOKEN", admin_token)]);
+        self.wait_console(label, &listen).await
+    }
+
+    /// Starts `xaas worker <role>` serving the console too
+    /// (`--console-listen`), as [`Env::spawn_console`] does.
+    pub async fn spawn_worker_with_console(&mut self, role: &str, label: &str, admin_token: Option<&str>) -> String {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let args = ["worker", role, "--console-listen", &listen];
+        self.spawn_xaas(label, &args, &[("XAAS_CONSOLE_ADMIN_TOKEN", admin_token)]);
+        self.wait_console(label, &listen).await
+    }
+
+    async fn wait_console(&self, label: &str, listen: &str) -> String {
         let base = format!("http://{listen}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
