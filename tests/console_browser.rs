@@ -243,6 +243,14 @@ async fn an_operator_follows_a_run_finds_a_rejected_user_and_replays_a_parked_me
     assert_eq!(state, "COMPLETED");
     assert!(b.text("#runs .last-success").await.contains(run_url.rsplit('/').next().unwrap()));
     b.screenshot("runs").await;
+    // The list is live: a run started elsewhere shows up, and ends, without a reload.
+    b.js("window.xaasNotReloaded = true; return true").await;
+    let second = env.enqueue(&[]).await;
+    let row = format!(r#"#runs tr[data-run="{second}"] .state"#);
+    let ended = format!(
+        "var s = document.querySelector('{row}'); return !!s && s.textContent === 'COMPLETED' && window.xaasNotReloaded === true"
+    );
+    b.wait_until("the second run in the live list", &ended, Duration::from_secs(120)).await;
 
     // Parked: show it, replay it.
     b.client.goto(&format!("{console}/parked")).await.unwrap();

@@ -330,7 +330,7 @@ impl Follower {
             }
         }
         let (version, report) = self.app.live.read(|i| (i.run_version(&self.run), i.report(&self.run)));
-        let mut live = views::live(report.as_ref());
+        let mut live = views::live(report.as_ref(), OffsetDateTime::now_utc());
         self.peak = self.peak.max(live.progress.percent);
         live.progress.percent = self.peak;
         self.sent = Some(version);

@@ -150,7 +150,7 @@ impl RunPage {
                 over: false,
                 run: None,
                 notes: Vec::new(),
-                progress: views::live(None).progress,
+                progress: views::live(None, now).progress,
                 counts: Vec::new(),
                 chart,
                 sessions: Vec::new(),

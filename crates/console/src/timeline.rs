@@ -58,6 +58,7 @@ pub struct Tick {
 
 fn lane_name(kind: SpanKind) -> &'static str {
     match kind {
+        SpanKind::Page => "Source pages",
         SpanKind::Session => "Sessions",
         SpanKind::Request => "Bulk requests",
         SpanKind::Trigger => "Triggers",
@@ -179,7 +180,7 @@ mod tests {
         let trigger = &chart.bars[1];
         assert_eq!((round(trigger.x), trigger.w), (GUTTER + 600.0, MIN_BAR_WIDTH), "an instant stays visible");
         assert!(trigger.y > session.y, "each kind has its own lane");
-        assert_eq!(chart.lanes.len(), 5);
+        assert_eq!(chart.lanes.len(), SpanKind::ALL.len());
         assert_eq!(chart.seconds, 100.0);
         assert!(session.title.starts_with("Session: at 10s, 50.0s"), "{}", session.title);
     }

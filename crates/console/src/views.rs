@@ -122,16 +122,19 @@ pub struct Live {
     pub seen: bool,
     pub state: &'static str,
     pub over: bool,
+    /// How long it took, or has been going.
+    pub took: String,
     pub progress: Progress,
     pub counts: Vec<Count>,
 }
 
-pub fn live(r: Option<&RunReport>) -> Live {
+pub fn live(r: Option<&RunReport>, now: OffsetDateTime) -> Live {
     match r {
         None => Live {
             seen: false,
             state: "WAITING",
             over: false,
+            took: "-".into(),
             progress: Progress { percent: 0.0, label: "waiting for the run's first event".into() },
             counts: Vec::new(),
         },
@@ -139,6 +142,7 @@ pub fn live(r: Option<&RunReport>) -> Live {
             seen: true,
             state: state_view(&r.state).label,
             over: r.state.is_over(),
+            took: took(r, now),
             progress: progress(r),
             counts: counts(r),
         },
@@ -267,8 +271,9 @@ mod tests {
         );
         assert_eq!(c[2].value, "1");
         assert_eq!(c[9].value, "12.3s");
-        assert_eq!(live(Some(&r)).state, "RUNNING");
-        assert!(!live(None).seen);
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_065).unwrap();
+        assert_eq!((live(Some(&r), now).state, live(Some(&r), now).took.as_str()), ("RUNNING", "1m05s so far"));
+        assert!(!live(None, now).seen);
     }
 
     #[test]

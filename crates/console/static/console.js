@@ -34,6 +34,7 @@
       if (bar) bar.value = Math.max(bar.value, live.progress.percent);
       if (bar) setText("progress-percent", bar.value + "%");
       setText("progress-label", live.progress.label);
+      setText("took", live.took);
       var state = document.getElementById("state");
       if (state) {
         state.textContent = live.state;

@@ -1,4 +1,5 @@
-//! Where a run's time went, as spans: the sessions it held open, each bulk
+//! Where a run's time went, as spans: the source pages it read, the
+//! sessions it held open, each bulk
 //! request from its announcement to Okta's answer, the triggers, the waits
 //! for Okta's cooldown and Okta's processing of each import. The console
 //! draws these; this module only says what the events mean in time.
@@ -19,6 +20,8 @@ use crate::messages::{EventKind, RunEvent, SessionStatus};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpanKind {
+    /// A source page was read: an instant.
+    Page,
     /// A session taking bulk loads: opened → triggered (or cancelled).
     Session,
     /// One bulk request: announced (`BulkSending`) → loaded, or failed.
@@ -32,10 +35,12 @@ pub enum SpanKind {
 }
 
 impl SpanKind {
-    pub const ALL: [SpanKind; 5] = [Self::Session, Self::Request, Self::Trigger, Self::Cooldown, Self::Import];
+    pub const ALL: [SpanKind; 6] =
+        [Self::Page, Self::Session, Self::Request, Self::Trigger, Self::Cooldown, Self::Import];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Page => "page",
             Self::Session => "session",
             Self::Request => "request",
             Self::Trigger => "trigger",
@@ -83,6 +88,7 @@ impl Timeline {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimelineFold {
     timeline: Timeline,
+    pages: HashSet<u32>,
     sessions: HashMap<String, usize>,
     requests: HashMap<(String, u32), usize>,
     /// Requests announced and not yet answered.
@@ -125,6 +131,10 @@ impl TimelineFold {
             }
             EventKind::RunCompleted { .. } | EventKind::RunFailed { .. } | EventKind::RunMerged { .. } => {
                 self.timeline.ended = Some(at);
+            }
+            EventKind::PageFetched { seq, users, removed, .. } if self.pages.insert(*seq) => {
+                let label = format!("page {seq}: {users} users, {removed} removed");
+                self.push(SpanKind::Page, label, at, Some(at));
             }
             EventKind::SessionOpened { session_id } if !self.sessions.contains_key(session_id) => {
                 let i = self.push(SpanKind::Session, format!("session {session_id}"), at, None);
@@ -244,6 +254,8 @@ mod tests {
     fn sessions_requests_triggers_cooldowns_and_imports_become_spans() {
         let events = vec![
             ev(0, EventKind::RunStarted { options: RunOptions::default() }),
+            ev(1, EventKind::PageFetched { seq: 0, users: 300, removed: 0, last: true }),
+            ev(2, EventKind::PageFetched { seq: 0, users: 300, removed: 0, last: true }),
             ev(3, EventKind::CooldownWaited { seconds: 2.0 }),
             ev(3, EventKind::SessionOpened { session_id: "s1".into() }),
             sending(4, 1),
@@ -264,6 +276,8 @@ mod tests {
         let tl = Timeline::from_events(&RunId::parse("r1").unwrap(), &events);
         assert_eq!((tl.started, tl.ended), (Some(t(0)), Some(t(15))));
         let of = |kind| tl.spans.iter().filter(|s| s.kind == kind).collect::<Vec<_>>();
+        let pages = of(SpanKind::Page);
+        assert_eq!((pages.len(), pages[0].start, pages[0].end), (1, t(1), Some(t(1))), "a page read twice is one");
         let cooldown = of(SpanKind::Cooldown);
         assert_eq!((cooldown.len(), cooldown[0].start, cooldown[0].end), (1, t(1), Some(t(3))));
         let session = of(SpanKind::Session);
