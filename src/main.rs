@@ -42,7 +42,7 @@ enum Command {
         #[arg(long, env = "XAAS_HEALTH_LISTEN")]
         health_listen: Option<SocketAddr>,
         /// Also serve the web console here (see `xaas console`).
-        #[arg(long, env = "XAAS_CONSOLE_LISTEN")]
+        #[arg(long)]
         console_listen: Option<SocketAddr>,
     },
     /// Serve the web console: runs, live progress, timeline, parked messages, syncs.

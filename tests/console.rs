@@ -159,6 +159,15 @@ async fn pages_are_open_actions_need_the_admin_token_and_user_data_is_escaped() 
     assert!(page.contains("Replayed 1."), "{page}");
     let again = env.wait_parked(1, Duration::from_secs(60)).await;
     assert!(xaas_broker::headers::get_str(&again[0].properties, xaas_broker::headers::REPLAYED_AT).is_some());
+    // Logging out ends the session: its cookie and CSRF token act no more.
+    let res = http
+        .post(format!("{console}/logout"))
+        .header(COOKIE, &cookie)
+        .header(k.clone(), v)
+        .body(format!("csrf={csrf}"));
+    assert_eq!(res.send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let res = http.post(&replay).header(COOKIE, &cookie).header(k.clone(), v).body(format!("all=true&csrf={csrf}"));
+    assert_eq!(res.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
 
     // A script with the token starts a dry run; its plan shows what changed.
     let patched = env.source_users().await.into_iter().find(|u| u["department"] == "Okta Workflows").unwrap();

@@ -502,11 +502,11 @@ async fn logout(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Page
         app.access.logout(id);
     }
     let mut res = Redirect::to("/").into_response();
-    res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static(LOGGED_OUT));
+    if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(None)) {
+        res.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
     Ok(res)
 }
-
-const LOGGED_OUT: &str = "xaas_console_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0";
 
 async fn script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../static/console.js"))
