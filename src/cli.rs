@@ -38,6 +38,16 @@ pub enum Command {
         /// Serve /healthz and /metrics here.
         #[arg(long, env = "XAAS_HEALTH_LISTEN")]
         health_listen: Option<SocketAddr>,
+        /// Also serve the web console here (see `xaas console`).
+        #[arg(long)]
+        console_listen: Option<SocketAddr>,
+    },
+    /// Serve the web console: runs, live progress, timeline, parked messages, syncs.
+    /// Read-only unless XAAS_CONSOLE_ADMIN_TOKEN is set.
+    Console {
+        /// Where to listen; loopback by default.
+        #[arg(long, env = "XAAS_CONSOLE_LISTEN", default_value = xaas_console::DEFAULT_LISTEN)]
+        listen: SocketAddr,
     },
     /// Start a run of a configured sync.
     Enqueue {

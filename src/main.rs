@@ -3,6 +3,7 @@
 mod cli;
 mod demo;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -70,13 +71,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Demo(args) => demo::run(&cli.config, args).await,
-        Command::Worker { role, health_listen } => {
+        Command::Console { listen } => {
+            let config = app::load_config(&cli.config)?;
+            let broker = app::connect(&config, "console").await?;
+            let shutdown = CancellationToken::new();
+            start_console(config, broker.clone(), listen, shutdown.clone()).await?;
+            stop_on_signal(shutdown).await;
+            broker.close().await;
+            Ok(())
+        }
+        Command::Worker { role, health_listen, console_listen } => {
             let config = app::load_config(&cli.config)?;
             // Every setting and secret of the role is checked before the
             // broker is contacted.
             let clients = Clients::build(&config, Needs::of(role), &app::process_env)?;
             let name = format!("{role:?}@{}", hostname()).to_lowercase();
             let broker = app::connect(&config, &name).await?;
+            let shutdown = CancellationToken::new();
+            if let Some(addr) = console_listen {
+                start_console(config.clone(), broker.clone(), addr, shutdown.clone()).await?;
+            }
             let deps = Deps::new(config, broker.clone(), clients);
             if let Some(addr) = health_listen {
                 let bound = telemetry::serve_health(addr, broker.clone(), telemetry::install_metrics())
@@ -84,7 +98,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .map_err(|e| StartupError::Other(format!("--health-listen {addr}: {e}")))?;
                 tracing::info!(%bound, "serving /healthz and /metrics");
             }
-            let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             tracing::info!(?role, "worker starting");
             let result = xaas_workers::runtime::run(deps, role, shutdown).await;
@@ -146,6 +159,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(result?)
         }
     }
+}
+
+/// Starts the web console; its admin token comes from the environment.
+async fn start_console(
+    config: xaas_core::config::Config,
+    broker: xaas_broker::Broker,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), StartupError> {
+    let access = xaas_console::Access::from_env();
+    xaas_console::start(config, broker, listen, access, shutdown)
+        .await
+        .map_err(|e| StartupError::Other(format!("console listen address {listen}: {e}")))?;
+    Ok(())
 }
 
 /// SIGTERM or Ctrl-C: stop consuming, finish or requeue, exit 0.

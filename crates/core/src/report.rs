@@ -13,6 +13,11 @@ use crate::ids::{ExternalId, RunId, SyncName};
 use crate::ledger::DEACTIVATION_PAGE;
 use crate::messages::{Action, EventKind, Op, Piece, Rejected, RunEvent, RunOptions, SessionStatus};
 
+pub mod timeline;
+
+use timeline::TimelineFold;
+pub use timeline::{Span, SpanKind, Timeline};
+
 /// Where a run stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -63,32 +68,51 @@ impl Plan {
     /// its bulk requests (real or dry), and the users it left unchanged. A
     /// user met several times (a delta replay) counts once, as its last.
     pub fn from_events<'a>(run_id: &RunId, events: impl IntoIterator<Item = &'a RunEvent>) -> Self {
-        // externalId -> (page, entry); deactivations rank after every page.
-        let mut last: BTreeMap<ExternalId, (u32, PlanEntry)> = BTreeMap::new();
-        let mut put = |id: &ExternalId, page: u32, action: Action, changed: Vec<String>| {
-            if last.get(id).is_some_and(|(p, _)| *p > page) {
-                return;
-            }
-            last.insert(id.clone(), (page, PlanEntry { external_id: id.clone(), action, changed }));
-        };
+        let mut fold = PlanFold::default();
         for e in events.into_iter().filter(|e| &e.run_id == run_id) {
-            match &e.kind {
-                EventKind::BulkLoaded { pieces, changes, .. } => {
-                    for (c, page) in changes.iter().zip(pages(pieces)) {
-                        let page = if c.action == Action::Deactivate { DEACTIVATION_PAGE } else { page };
-                        put(&c.external_id, page, c.action, c.changed.clone());
-                    }
-                }
-                EventKind::ProfilesUnchanged { pieces, external_ids } => {
-                    for (id, page) in external_ids.iter().zip(pages(pieces)) {
-                        put(id, page, Action::Unchanged, Vec::new());
-                    }
-                }
-                _ => {}
-            }
+            fold.apply(e);
         }
+        fold.plan()
+    }
+}
+
+/// A plan folded one event at a time, for readers that follow the stream
+/// (the console) instead of reading it whole. Feed it one run's events.
+#[derive(Debug, Clone, Default)]
+pub struct PlanFold {
+    /// externalId -> (page, entry); deactivations rank after every page.
+    last: BTreeMap<ExternalId, (u32, PlanEntry)>,
+}
+
+impl PlanFold {
+    pub fn apply(&mut self, e: &RunEvent) {
+        match &e.kind {
+            EventKind::BulkLoaded { pieces, changes, .. } => {
+                for (c, page) in changes.iter().zip(pages(pieces)) {
+                    let page = if c.action == Action::Deactivate { DEACTIVATION_PAGE } else { page };
+                    self.put(&c.external_id, page, c.action, c.changed.clone());
+                }
+            }
+            EventKind::ProfilesUnchanged { pieces, external_ids } => {
+                for (id, page) in external_ids.iter().zip(pages(pieces)) {
+                    self.put(id, page, Action::Unchanged, Vec::new());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn put(&mut self, id: &ExternalId, page: u32, action: Action, changed: Vec<String>) {
+        if self.last.get(id).is_some_and(|(p, _)| *p > page) {
+            return;
+        }
+        self.last.insert(id.clone(), (page, PlanEntry { external_id: id.clone(), action, changed }));
+    }
+
+    /// The plan so far.
+    pub fn plan(&self) -> Plan {
         let mut plan = Plan::default();
-        let mut users: Vec<PlanEntry> = last.into_values().map(|(_, entry)| entry).collect();
+        let mut users: Vec<PlanEntry> = self.last.values().map(|(_, entry)| entry.clone()).collect();
         users.sort_by(|a, b| (a.action, &a.external_id).cmp(&(b.action, &b.external_id)));
         for u in &users {
             match u.action {
@@ -164,11 +188,11 @@ pub struct RunReport {
 impl RunReport {
     /// Folds the events of one run (others are skipped) into its report.
     pub fn from_events<'a>(run_id: &RunId, events: impl IntoIterator<Item = &'a RunEvent>) -> Option<Self> {
-        let mut fold = Fold::default();
+        let mut fold = RunFold::default();
         for e in events.into_iter().filter(|e| &e.run_id == run_id) {
             fold.apply(e);
         }
-        fold.finish(run_id.clone())
+        fold.report(run_id)
     }
 
     /// The report with, for a dry run, its plan (heavier: one entry per user).
@@ -190,8 +214,12 @@ impl RunReport {
     }
 }
 
-#[derive(Default)]
-struct Fold {
+/// A run's report folded one event at a time: what `RunReport::from_events`
+/// does in one go, kept open for readers that follow the stream (the
+/// console) so that each new event costs one step, not a re-read. Feed it
+/// the events of one run, in stream order.
+#[derive(Debug, Clone, Default)]
+pub struct RunFold {
     sync: Option<SyncName>,
     options: Option<RunOptions>,
     state: Option<RunState>,
@@ -214,11 +242,13 @@ struct Fold {
     guard_overridden: Option<String>,
     queued_behind: Option<RunId>,
     merged_into: Option<RunId>,
+    timeline: TimelineFold,
 }
 
-impl Fold {
-    fn apply(&mut self, e: &RunEvent) {
+impl RunFold {
+    pub fn apply(&mut self, e: &RunEvent) {
         self.sync.get_or_insert_with(|| e.sync.clone());
+        self.timeline.apply(e);
         match &e.kind {
             EventKind::RunStarted { options } => {
                 self.options = Some(options.clone());
@@ -294,8 +324,24 @@ impl Fold {
         }
     }
 
-    fn finish(self, run_id: RunId) -> Option<RunReport> {
-        let sync = self.sync?;
+    /// The options the run was started (or queued) with, once known.
+    pub fn options(&self) -> Option<&RunOptions> {
+        self.options.as_ref()
+    }
+
+    /// Where the run stands; `None` before its first event.
+    pub fn state(&self) -> Option<&RunState> {
+        self.sync.as_ref().map(|_| self.state.as_ref().unwrap_or(&RunState::Running))
+    }
+
+    /// Where the run's time went: sessions, requests, cooldowns, imports.
+    pub fn timeline(&self) -> &Timeline {
+        self.timeline.timeline()
+    }
+
+    /// The report so far; `None` before the run's first event.
+    pub fn report(&self, run_id: &RunId) -> Option<RunReport> {
+        let sync = self.sync.clone()?;
         let mass_deactivation_allowed = self.options.as_ref().is_some_and(|o| o.allow_mass_deactivation);
         let count = |op: Op| self.loaded.values().filter(|(o, _)| *o == op).map(|(_, n)| n).sum();
         let sessions = self
@@ -312,10 +358,10 @@ impl Fold {
             })
             .collect();
         Some(RunReport {
-            run_id,
+            run_id: run_id.clone(),
             sync,
-            options: self.options,
-            state: self.state.unwrap_or(RunState::Running),
+            options: self.options.clone(),
+            state: self.state.clone().unwrap_or(RunState::Running),
             started_at: self.started,
             finished_at: self.finished,
             pages_fetched: self.fetched.len() as u32,
@@ -323,22 +369,22 @@ impl Fold {
             users_read: self.fetched.values().map(|(u, _)| u).sum(),
             removed_read: self.fetched.values().map(|(_, r)| r).sum(),
             filtered_out: self.mapped.values().map(|(f, _)| f).sum(),
-            rejected: self.mapped.into_values().flat_map(|(_, r)| r).collect(),
-            refused_by_okta: self.refused,
+            rejected: self.mapped.values().flat_map(|(_, r)| r.iter().cloned()).collect(),
+            refused_by_okta: self.refused.clone(),
             upserted: count(Op::Upsert),
             deactivated: count(Op::Delete),
             bulk_requests: self.loaded.len() as u32,
             sessions,
             cooldown_seconds: self.cooldown,
             retries: self.retries,
-            delta_link: self.delta_link,
+            delta_link: self.delta_link.clone(),
             unchanged: self.unchanged,
-            full_resync: self.full_resync,
-            guard_tripped: self.guard_tripped,
+            full_resync: self.full_resync.clone(),
+            guard_tripped: self.guard_tripped.clone(),
             mass_deactivation_allowed,
-            guard_overridden: self.guard_overridden,
-            queued_behind: self.queued_behind,
-            merged_into: self.merged_into,
+            guard_overridden: self.guard_overridden.clone(),
+            queued_behind: self.queued_behind.clone(),
+            merged_into: self.merged_into.clone(),
             plan: None,
         })
     }
