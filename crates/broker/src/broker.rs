@@ -63,18 +63,37 @@ impl Broker {
     /// Fails after `connect_timeout` with an error that names the addresses
     /// (without password) and what to check.
     pub async fn connect(cfg: BrokerConfig) -> Result<Self, BrokerError> {
+        Self::open(cfg, true).await
+    }
+
+    /// A second connection with the same settings that is NOT recovered: the
+    /// first failure of it or of a channel on it is final. For a consumer
+    /// whose deliveries must not outlive its connection (the uploader's term:
+    /// a recovered connection would silently re-subscribe it while a standby
+    /// already holds its deliveries). RabbitMQ closing the connection, a
+    /// network failure and a channel closed by the broker all end it.
+    pub async fn detached(&self, name: &str) -> Result<Self, BrokerError> {
+        let mut cfg = self.inner.cfg.clone();
+        cfg.connection_name = format!("{}/{name}", cfg.connection_name);
+        Self::open(cfg, false).await
+    }
+
+    async fn open(cfg: BrokerConfig, recover: bool) -> Result<Self, BrokerError> {
         cfg.validate()?;
-        let props = ConnectionProperties::default()
-            .with_connection_name(LongString::from(cfg.connection_name.clone()))
-            .enable_auto_recover()
-            // Reconnect quickly at first, then every few seconds: a broker
-            // restart takes seconds, and the default backoff grows to minutes.
-            .configure_backoff(|b| {
-                b.with_min_delay(Duration::from_millis(250))
-                    .with_max_delay(Duration::from_secs(5))
-                    .with_max_times(24)
-                    .with_jitter()
-            });
+        let mut props =
+            ConnectionProperties::default().with_connection_name(LongString::from(cfg.connection_name.clone()));
+        if recover {
+            props = props
+                .enable_auto_recover()
+                // Reconnect quickly at first, then every few seconds: a broker
+                // restart takes seconds, and the default backoff grows to minutes.
+                .configure_backoff(|b| {
+                    b.with_min_delay(Duration::from_millis(250))
+                        .with_max_delay(Duration::from_secs(5))
+                        .with_max_times(24)
+                        .with_jitter()
+                });
+        }
         let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
         // lapin retries an unreachable address from a background thread that
         // outlives a timed-out connect (and panics when the runtime then shuts

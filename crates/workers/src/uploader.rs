@@ -9,7 +9,9 @@
 //!   consumer a moment ago has stopped and its last records are in the log;
 //! - reading the log (events and roster) into the machine;
 //! - acting until its consumer or connection is lost: then it stops at
-//!   once — no Okta call after that point — and stands by again.
+//!   once — no Okta call after that point — and stands by again. Each term
+//!   has a connection of its own that is never recovered, so "lost" cannot
+//!   be papered over by a reconnect that silently subscribes it again.
 //!
 //! The contract the machine relies on: commands run in order; a record is
 //! confirmed before the next command; at most one Okta call or sleep is
@@ -23,7 +25,7 @@ use std::time::Duration;
 use futures_lite::StreamExt;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
-use xaas_broker::{BrokerError, Consumer, Delivery, Incoming};
+use xaas_broker::{Broker, BrokerError, Consumer, Delivery, Incoming};
 use xaas_core::upload::{self, Answer, Call, CallId, Command, Failure, Input, Key, Reply, SessionInfo, TimerId, Why};
 use xaas_core::{EventKind, Op, RunEvent, SyncName, UploaderMessage};
 use xaas_okta::{OktaClient, OktaError, Session};
@@ -119,7 +121,15 @@ impl Uploader {
     }
 
     async fn term(&self) -> Result<Ended, Stop> {
-        let broker = &self.deps.broker;
+        // A connection of its own that is never recovered: when it or its
+        // channel fails, the term is over (see `Broker::detached`).
+        let link = self.deps.broker.detached(&format!("uploader/{}", self.sync)).await?;
+        let result = self.term_on(&link).await;
+        link.close().await;
+        result
+    }
+
+    async fn term_on(&self, broker: &Broker) -> Result<Ended, Stop> {
         let queue = broker.names().batches(&self.sync);
         let tag = format!("{}/uploader/{}", broker.config().connection_name, self.sync);
         let mut consumer = broker.consume_once(&queue, PREFETCH, &tag).await?;
@@ -149,9 +159,9 @@ impl Uploader {
             timer: None,
             epoch,
         };
-        let mut next = self.feed(&mut term, &mut consumer, Input::Gained { events, roster }).await;
+        let mut next = self.feed(broker, &mut term, &mut consumer, Input::Gained { events, roster }).await;
         if next.is_ok() {
-            next = self.take(&mut term, &mut consumer, first).await;
+            next = self.take(broker, &mut term, &mut consumer, first).await;
         }
         let ended = loop {
             if let Err(lost) = next {
@@ -174,7 +184,7 @@ impl Uploader {
                 () = self.shutdown.cancelled() => break Ended::Shutdown,
                 delivery = consumer.next() => match delivery {
                     Some(Ok(incoming)) => {
-                        next = self.take(&mut term, &mut consumer, incoming).await;
+                        next = self.take(broker, &mut term, &mut consumer, incoming).await;
                         continue;
                     }
                     Some(Err(e)) => break Ended::Lost(e.to_string()),
@@ -190,7 +200,7 @@ impl Uploader {
                     Input::Timer { timer }
                 }
             };
-            next = self.feed(&mut term, &mut consumer, input).await;
+            next = self.feed(broker, &mut term, &mut consumer, input).await;
         };
         // Unacked deliveries go back to the queue when the channel closes.
         Ok(self.end(consumer, ended).await)
@@ -202,7 +212,13 @@ impl Uploader {
     }
 
     /// A delivery: parked when it cannot be read, else handed to the machine.
-    async fn take(&self, term: &mut Term, consumer: &mut Consumer, incoming: Incoming) -> Result<(), Ended> {
+    async fn take(
+        &self,
+        broker: &Broker,
+        term: &mut Term,
+        consumer: &mut Consumer,
+        incoming: Incoming,
+    ) -> Result<(), Ended> {
         let origin = incoming.queue().to_string();
         let decoded = incoming
             .decode::<serde_json::Value>()
@@ -212,28 +228,33 @@ impl Uploader {
         match decoded {
             Err(error) => {
                 tracing::warn!(sync = %self.sync, error, "parking an undecodable message");
-                self.deps.broker.park(&delivery, &origin, "undecodable", &error).await.map_err(lost)
+                broker.park(&delivery, &origin, "undecodable", &error).await.map_err(lost)
             }
             Ok(message) => {
                 term.next_key += 1;
                 let key = Key(term.next_key);
                 term.deliveries.insert(key, (delivery, origin));
-                self.feed(term, consumer, Input::Message { key, message }).await
+                self.feed(broker, term, consumer, Input::Message { key, message }).await
             }
         }
     }
 
     /// Hands one input to the machine and carries out what it decides.
-    async fn feed(&self, term: &mut Term, consumer: &mut Consumer, input: Input) -> Result<(), Ended> {
+    async fn feed(&self, broker: &Broker, term: &mut Term, consumer: &mut Consumer, input: Input) -> Result<(), Ended> {
         let commands = term.machine.handle(OffsetDateTime::now_utc(), input);
         for command in commands {
-            self.execute(term, consumer, command).await?;
+            self.execute(broker, term, consumer, command).await?;
         }
         Ok(())
     }
 
-    async fn execute(&self, term: &mut Term, consumer: &mut Consumer, command: Command) -> Result<(), Ended> {
-        let broker = &self.deps.broker;
+    async fn execute(
+        &self,
+        broker: &Broker,
+        term: &mut Term,
+        consumer: &mut Consumer,
+        command: Command,
+    ) -> Result<(), Ended> {
         match command {
             Command::Record(event) => {
                 log_event(&event);
@@ -257,7 +278,7 @@ impl Uploader {
             Command::Okta { call, request } => {
                 // The fence: an uploader whose consumer may be another's
                 // now calls Okta no more.
-                if !consumer.is_open() || broker.interruptions() != term.epoch {
+                if !consumer.is_open() || !broker.is_connected() || broker.interruptions() != term.epoch {
                     return Err(Ended::Lost("the broker connection was interrupted".into()));
                 }
                 let name = request.name();
