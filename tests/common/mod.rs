@@ -77,8 +77,10 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `xaas` binary under test. `XAAS_TEST_BIN` runs the suites against
+/// another build, e.g. the code before a fix, to see a regression test fail.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_xaas"))
+    std::env::var_os("XAAS_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_xaas")))
 }
 
 impl Env {
