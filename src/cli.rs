@@ -95,6 +95,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ParkedArg,
     },
+    /// Act on the users a sync holds in Okta.
+    Users {
+        #[command(subcommand)]
+        command: UsersArg,
+    },
     /// The newcomer's tour: sandbox + workers + a full sync of the sample users.
     Demo(DemoArgs),
     /// Print the JSON Schema of SyncRequest, for starting runs from any AMQP client.
@@ -119,6 +124,36 @@ impl From<ModeArg> for Mode {
             ModeArg::Deactivate => Mode::Deactivate,
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum UsersArg {
+    /// Deactivate users of this sync in Okta (bulk-delete, through the
+    /// uploader's session rules). Only users the sync's roster holds.
+    #[command(group = clap::ArgGroup::new("who").required(true).args(["all", "user"]))]
+    Deactivate {
+        /// The sync whose users are deactivated.
+        #[arg(long)]
+        sync: SyncName,
+        /// Every user the sync's roster holds.
+        #[arg(long)]
+        all: bool,
+        /// This user's externalId (repeat for more).
+        #[arg(long = "user", value_name = "ID")]
+        user: Vec<String>,
+        /// Confirm: without it the command only says how many it would deactivate.
+        #[arg(long)]
+        yes: bool,
+        /// List who would be deactivated, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop waiting for the run after this long (e.g. 30m).
+        #[arg(long, value_parser = xaas_sim::config::parse_duration)]
+        timeout: Option<Duration>,
+        /// Print the run's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -82,6 +82,7 @@ pub async fn run(config_path: &Path, args: DemoArgs) -> Result<(), Failure> {
         dry_run: false,
         force: false,
         allow_mass_deactivation: false,
+        users: Vec::new(),
         run_id: None,
         wait: true,
         timeout: Some(Duration::from_secs(30 * 60)),

@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, ParkedArg};
+use cli::{Cli, Command, ParkedArg, UsersArg};
 use tokio_util::sync::CancellationToken;
+use xaas_core::removal::Selection;
 use xaas_workers::commands::{self, CommandError, EnqueueArgs, ParkedCommand};
 use xaas_workers::deps::{Clients, Needs};
 use xaas_workers::runtime::RunError;
 use xaas_workers::telemetry;
+use xaas_workers::users::DeactivateArgs;
 use xaas_workers::{Deps, StartupError, app};
 
 /// Exit codes: 0 done, 1 a run failed or a command failed at run time,
@@ -120,6 +122,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 dry_run,
                 force,
                 allow_mass_deactivation,
+                users: Vec::new(),
                 run_id,
                 wait,
                 timeout,
@@ -134,6 +137,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let config = app::load_config(&cli.config)?;
             let broker = app::connect(&config, "status").await?;
             let result = commands::status(&broker, run, plan, json).await;
+            broker.close().await;
+            Ok(result?)
+        }
+        Command::Users { command: UsersArg::Deactivate { sync, all, user, yes, dry_run, timeout, json } } => {
+            let config = app::load_config(&cli.config)?;
+            config.sync(&sync).map_err(StartupError::Config)?;
+            let broker = app::connect(&config, "users").await?;
+            let selection = if all { Selection::All } else { Selection::Users(user) };
+            let args = DeactivateArgs { sync, selection, yes, dry_run, timeout, json };
+            let result = xaas_workers::users::deactivate(&broker, args).await;
             broker.close().await;
             Ok(result?)
         }

@@ -17,6 +17,8 @@ fn the_schema_and_the_parser_agree() {
         (json!({"sync": "demo"}), true),
         (json!({"sync": "demo", "mode": "deactivate", "dry_run": true, "run_id": "r-1"}), true),
         (json!({"v": 1, "sync": "entra_main", "mode": "delta", "run_id": null}), true),
+        (json!({"sync": "demo", "mode": "deactivate", "users": ["00u1", "a@b.example"]}), true),
+        (json!({"sync": "demo", "users": [""]}), false),
         (json!({"sync": "demo", "mode": "all"}), false),
         (json!({"sync": "Demo"}), false),
         (json!({"sync": "demo", "dryrun": true}), false),

@@ -468,6 +468,7 @@ async fn enqueue(State(app): State<App>, Path(sync): Path<String>, headers: Head
         run_id: Some(run_id.clone()),
         force: false,
         allow_mass_deactivation: false,
+        users: Vec::new(),
     };
     app.broker.publish(&app.broker.names().requests(), &request).await?;
     tracing::info!(%sync, %run_id, mode = %request.mode, dry_run = request.dry_run, "console: run requested");

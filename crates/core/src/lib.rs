@@ -15,6 +15,7 @@ pub mod messages;
 pub mod packing;
 pub mod reconcile;
 pub mod redact;
+pub mod removal;
 pub mod report;
 pub mod roster;
 pub mod secret;

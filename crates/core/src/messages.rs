@@ -71,6 +71,11 @@ pub struct RunOptions {
     /// the uploader reconciles it like a full run.
     #[serde(default, skip_serializing_if = "is_false")]
     pub full_state: bool,
+    /// Deactivate exactly these users (`xaas users deactivate`; mode
+    /// `deactivate` only): the fetcher reads nothing from the source, and
+    /// the run goes through the uploader's session rules like any other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<ExternalId>,
 }
 
 impl RunOptions {
@@ -104,6 +109,10 @@ pub struct SyncRequest {
     /// Override the sync's deactivation guards for this one run.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_mass_deactivation: bool,
+    /// With mode `deactivate`: deactivate exactly these externalIds instead
+    /// of reading disabled users from the source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<ExternalId>,
 }
 
 impl SyncRequest {
@@ -114,6 +123,7 @@ impl SyncRequest {
             force: self.force,
             allow_mass_deactivation: self.allow_mass_deactivation,
             full_state: false,
+            users: self.users.clone(),
         }
     }
 }

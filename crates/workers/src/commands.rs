@@ -22,6 +22,8 @@ pub struct EnqueueArgs {
     pub force: bool,
     /// Let this one run past the deactivation guards.
     pub allow_mass_deactivation: bool,
+    /// With mode deactivate: exactly these users (`xaas users deactivate`).
+    pub users: Vec<xaas_core::ExternalId>,
     pub run_id: Option<RunId>,
     pub wait: bool,
     /// Give up waiting after this long (the run goes on).
@@ -59,6 +61,7 @@ pub async fn enqueue(broker: &Broker, args: EnqueueArgs) -> Result<Option<RunRep
         run_id: Some(run_id.clone()),
         force: args.force,
         allow_mass_deactivation: args.allow_mass_deactivation,
+        users: args.users.clone(),
     };
     broker.publish(&broker.names().requests(), &request).await?;
     println!("{run_id}");

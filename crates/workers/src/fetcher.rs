@@ -29,6 +29,10 @@ pub async fn handle_request(deps: &Deps, req: SyncRequest, ctx: &Ctx) -> Outcome
         let error = format!("no sync named {:?} is configured (configured: {})", req.sync.as_str(), known.join(", "));
         return stage::fail(deps, &run_id, &req.sync, "fetcher", error).await;
     }
+    if !req.users.is_empty() && req.mode != Mode::Deactivate {
+        let error = format!("a request naming users must have mode deactivate, not {}", req.mode);
+        return stage::fail(deps, &run_id, &req.sync, "fetcher", error).await;
+    }
     crate::admission::start(deps, req, run_id).await
 }
 
@@ -48,6 +52,11 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
         let error = format!("no sync named {:?} is configured", msg.sync.as_str());
         return stage::fail(deps, &msg.run_id, &msg.sync, "fetcher", error).await;
     };
+    if !msg.options.users.is_empty() {
+        // `xaas users deactivate`: the run's one page is the named users,
+        // which the mapper turns into bulk-deletes; the source is not read.
+        return publish_page(deps, &msg, Vec::new(), Vec::new(), None, None).await;
+    }
     let Some(graph) = clients.graph() else {
         // `Needs::of` gives every fetching process its Graph clients.
         let error = "this worker was started without a Graph client; run the fetcher role".to_string();
@@ -80,8 +89,20 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
         }
     };
 
-    let (users, removed) = (page.users.len() as u32, page.removed.len() as u32);
-    let (out, next) = msg.answer(page.users, page.removed, page.next_link, page.delta_link);
+    publish_page(deps, &msg, page.users, page.removed, page.next_link, page.delta_link).await
+}
+
+/// Publishes what reading `msg`'s page brought, and asks for the next one.
+async fn publish_page(
+    deps: &Deps,
+    msg: &FetchPage,
+    users: Vec<serde_json::Value>,
+    removed: Vec<xaas_core::RemovedUser>,
+    next_link: Option<String>,
+    delta_link: Option<String>,
+) -> Outcome {
+    let (n_users, n_removed) = (users.len() as u32, removed.len() as u32);
+    let (out, next) = msg.answer(users, removed, next_link, delta_link);
     let last = out.last;
     let names = deps.broker.names();
     let publish = async {
@@ -90,7 +111,13 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
         if let Some(next) = &next {
             deps.broker.publish(&names.fetch(), next).await?;
         }
-        emit(&deps.broker, &msg.run_id, &msg.sync, EventKind::PageFetched { seq: msg.seq, users, removed, last }).await
+        emit(
+            &deps.broker,
+            &msg.run_id,
+            &msg.sync,
+            EventKind::PageFetched { seq: msg.seq, users: n_users, removed: n_removed, last },
+        )
+        .await
     };
     match publish.await {
         Ok(_) => {

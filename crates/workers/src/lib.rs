@@ -18,6 +18,7 @@ pub mod scheduler;
 pub mod stage;
 pub mod telemetry;
 pub mod uploader;
+pub mod users;
 
 pub use deps::Deps;
 pub use error::StartupError;

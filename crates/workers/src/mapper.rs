@@ -90,6 +90,12 @@ pub fn map(rules: &MappingRules, limits: &xaas_core::limits::Limits, page: &Page
         }
     }
 
+    // `xaas users deactivate` names its users; they come with the first page.
+    if page.seq == 0 && mode == Mode::Deactivate {
+        down.profiles
+            .extend(page.options.users.iter().map(|id| OktaProfile { external_id: id.clone(), profile: None }));
+    }
+
     let profiles = (up.profiles.len() + down.profiles.len()) as u32;
     let mut parts: Vec<(Op, Vec<OktaProfile>)> = Vec::new();
     for (op, list) in [(Op::Upsert, up.profiles), (Op::Delete, down.profiles)] {

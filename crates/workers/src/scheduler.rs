@@ -64,6 +64,7 @@ impl Schedule {
             run_id: Some(run_id),
             force: false,
             allow_mass_deactivation: false,
+            users: Vec::new(),
         }
     }
 }

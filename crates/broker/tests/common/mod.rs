@@ -112,5 +112,6 @@ pub fn request(sync: &str, run: &str) -> SyncRequest {
         run_id: Some(RunId::parse(run).unwrap()),
         force: false,
         allow_mass_deactivation: false,
+        users: Vec::new(),
     }
 }
