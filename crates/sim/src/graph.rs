@@ -33,9 +33,11 @@
 //! may only join with `and` (delta: `id eq` joined with `or`); `$orderby`,
 //! `$expand` and `$search` are refused with 400.
 
+mod create;
 mod request;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +49,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+pub(crate) use self::create::create_user;
 pub(crate) use self::request::RequestIds;
 pub use self::request::{GraphRequest, GraphResponse};
 use crate::app::Shared;
@@ -63,7 +66,7 @@ const MAX_DELTA_IDS: usize = 50;
 
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/v1.0/users", get(serve))
+        .route("/v1.0/users", get(serve).post(create))
         .route("/v1.0/users/delta", get(serve))
         .route("/v1.0/users/delta()", get(serve))
         .route("/v1.0/users/microsoft.graph.delta()", get(serve))
@@ -77,6 +80,19 @@ async fn serve(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Res
     let request = from_http(headers, &uri);
     let directory = crate::app::lock(&state.directory);
     let answer = respond(&directory, &request, state.clock.now().wall);
+    drop(directory);
+    answer.into_response()
+}
+
+/// `POST /v1.0/users`: the bearer token, then [`create_user`].
+async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(denied) = entra::check_bearer(&state, &headers) {
+        return denied.into_response();
+    }
+    let ids = RequestIds::from_headers(&headers);
+    let domains = [state.cfg.domain.as_str()];
+    let mut directory = crate::app::lock(&state.directory);
+    let answer = create_user(&mut directory, &domains, &body, &ids, state.clock.now().wall);
     drop(directory);
     answer.into_response()
 }
@@ -185,11 +201,13 @@ pub(crate) struct GraphError {
     pub message: String,
     /// Sent as the `Location` header (410 resync).
     pub location: Option<String>,
+    /// `error.details[]` as (code, target): which property a write refused.
+    pub details: Vec<(&'static str, &'static str)>,
 }
 
 impl GraphError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        GraphError { status, code, message: message.into(), location: None }
+        GraphError { status, code, message: message.into(), location: None, details: Vec::new() }
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -208,7 +226,7 @@ impl GraphError {
     /// Graph's error answer, with `innerError.date` from `now`.
     fn render(&self, ids: &RequestIds, now: OffsetDateTime) -> GraphResponse {
         let date = inner_error_date_at(now);
-        let body = json!({
+        let mut body = json!({
             "error": {
                 "code": self.code,
                 "message": self.message,
@@ -219,6 +237,11 @@ impl GraphError {
                 }
             }
         });
+        if !self.details.is_empty() {
+            let details: Vec<Value> =
+                self.details.iter().map(|(code, target)| json!({"code": code, "target": target})).collect();
+            body["error"]["details"] = Value::Array(details);
+        }
         let mut response = ids.json(self.status, &body);
         if let Some(location) = self.location.as_deref().and_then(|l| HeaderValue::from_str(l).ok()) {
             response.headers.insert(header::LOCATION, location);
