@@ -100,6 +100,11 @@ pub enum Command {
         #[command(subcommand)]
         command: UsersArg,
     },
+    /// The original workflow's sample users.
+    Sample {
+        #[command(subcommand)]
+        command: SampleArg,
+    },
     /// The newcomer's tour: sandbox + workers + a full sync of the sample users.
     Demo(DemoArgs),
     /// Print the JSON Schema of SyncRequest, for starting runs from any AMQP client.
@@ -153,6 +158,24 @@ pub enum UsersArg {
         /// Print the run's report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SampleArg {
+    /// Create the sample table's users in the sync's source (Graph POST
+    /// /v1.0/users); users whose userPrincipalName exists are skipped.
+    Upload {
+        /// The sync whose source (Graph tenant) receives the users.
+        #[arg(long)]
+        sync: SyncName,
+        /// The sample table: the original workflow's sampleUsers.csv.
+        #[arg(long, default_value = "examples/sampleUsers.csv")]
+        csv: PathBuf,
+        /// A verified domain of the tenant: replaces example.com in
+        /// userPrincipalName and mail. Defaults to the sync's tenant when it is a domain name.
+        #[arg(long)]
+        domain: Option<String>,
     },
 }
 

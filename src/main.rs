@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, ParkedArg, UsersArg};
+use cli::{Cli, Command, ParkedArg, SampleArg, UsersArg};
 use tokio_util::sync::CancellationToken;
 use xaas_core::removal::Selection;
 use xaas_workers::commands::{self, CommandError, EnqueueArgs, ParkedCommand};
@@ -149,6 +149,42 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let result = xaas_workers::users::deactivate(&broker, args).await;
             broker.close().await;
             Ok(result?)
+        }
+        Command::Sample { command: SampleArg::Upload { sync, csv, domain } } => {
+            let config = app::load_config(&cli.config)?;
+            let source = &config.sync(&sync).map_err(StartupError::Config)?.source;
+            let domain = match domain.or_else(|| Some(source.tenant.clone()).filter(|t| t.contains('.'))) {
+                Some(d) => d,
+                None => {
+                    let why = format!("say which verified domain of tenant {} the users get: --domain", source.tenant);
+                    return Err(CommandError::Usage(why).into());
+                }
+            };
+            let users = xaas_sim::seed::load_sample_csv(&csv, &domain)
+                .map_err(|e| StartupError::Other(format!("--csv {}: {e}", csv.display())))?;
+            // Only the source's secret: this command never talks to Okta.
+            let clients = Clients::build(&config, Needs { graph: true, okta: false }, &app::process_env)?;
+            let graph = clients
+                .sync(&sync)
+                .and_then(|c| c.graph())
+                .ok_or_else(|| CommandError::Usage(format!("sync {sync} has no Graph client")))?;
+            let report = xaas_workers::sample::upload(graph, &users).await?;
+            for upn in &report.created {
+                println!("created  {upn}");
+            }
+            for upn in &report.existing {
+                println!("exists   {upn} (skipped)");
+            }
+            for row in &report.unusable {
+                println!("skipped  {row}: no email, so no userPrincipalName");
+            }
+            println!(
+                "{} created, {} already existed, {} unusable rows",
+                report.created.len(),
+                report.existing.len(),
+                report.unusable.len()
+            );
+            Ok(())
         }
         Command::Parked { command } => {
             let config = app::load_config(&cli.config)?;

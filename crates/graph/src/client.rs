@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 use tracing::Instrument;
 
+use crate::create::{CreateRequest, Created, decode_created};
 use crate::error::{self, GraphError, Service};
 use crate::page::GraphPage;
 use crate::request::{GraphEndpoints, PageRequest, decode_page, endpoint};
@@ -117,6 +118,24 @@ impl GraphClient {
         self.fetch(url, Some(page_size)).await
     }
 
+    /// Creates one user (`POST /v1.0/users`); a user whose
+    /// userPrincipalName exists already is [`Created::AlreadyExists`].
+    pub async fn create_user(&self, user: &serde_json::Value) -> Result<Created, GraphError> {
+        let request = self.inner.endpoints.create_user_request(user);
+        let inner = &*self.inner;
+        let retry = self.retry;
+        (|| inner.create_once(&request))
+            .retry(retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(GraphError::is_retryable)
+            .adjust(|err, backoff| retry.next_wait(err, backoff))
+            .notify(|err, wait| {
+                metrics::counter!("graph_retries_total", "reason" => err.kind()).increment(1);
+                tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "retrying a Graph create");
+            })
+            .await
+    }
+
     async fn fetch(&self, link: &str, max_page_size: Option<u16>) -> Result<GraphPage, GraphError> {
         let request = self.inner.endpoints.page_request(link, max_page_size)?;
         let span = tracing::debug_span!("graph_page", path = request.url.path());
@@ -153,6 +172,31 @@ impl Inner {
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| error::transport(Service::Graph, url, e))?;
         decode_page(url.path(), status, &headers, &body)
+    }
+
+    /// One create, with one fresh token on a 401 as for reads.
+    async fn create_once(&self, request: &CreateRequest) -> Result<Created, GraphError> {
+        let url = &request.url;
+        let post = |bearer: Bearer| {
+            self.http
+                .post(url.clone())
+                .headers(request.headers.clone())
+                .header(AUTHORIZATION, bearer.header)
+                .body(request.body.clone())
+                .send()
+        };
+        let bearer = self.tokens.bearer().await?;
+        let mut response = post(bearer.clone()).await.map_err(|e| error::transport(Service::Graph, url, e))?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            self.tokens.discard(&bearer).await;
+            let bearer = self.tokens.bearer().await?;
+            response = post(bearer).await.map_err(|e| error::transport(Service::Graph, url, e))?;
+        }
+        let status = response.status();
+        metrics::counter!("graph_requests_total", "status" => status.as_str().to_owned()).increment(1);
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| error::transport(Service::Graph, url, e))?;
+        decode_created(status, &headers, &body)
     }
 
     async fn send(&self, request: &PageRequest, bearer: &Bearer) -> Result<reqwest::Response, GraphError> {

@@ -3,6 +3,8 @@
 //! - [`GraphClient::get_page`] GETs one page of `/v1.0/users` or
 //!   `/v1.0/users/delta`, following Graph's `@odata.nextLink` and
 //!   `@odata.deltaLink` verbatim, so each page can be its own broker message.
+//! - [`GraphClient::create_user`] creates one user (`POST /v1.0/users`), for
+//!   `xaas sample upload`; a taken userPrincipalName reads as [`Created::AlreadyExists`].
 //! - [`GraphEndpoints`] and [`decode_page`] are those requests and answers
 //!   without I/O: the client uses them, and so can a simulation.
 //! - The app-only token (client credentials) is cached and refreshed before it
@@ -16,6 +18,7 @@
 //! See `reference/microsoft-graph.md` for the behaviour this follows.
 
 mod client;
+mod create;
 mod error;
 mod page;
 mod request;
@@ -23,6 +26,7 @@ mod settings;
 mod token;
 
 pub use client::GraphClient;
+pub use create::{CreateRequest, Created, decode_created};
 pub use error::{AuthFailure, GraphError, Service};
 pub use page::GraphPage;
 pub use request::{GraphEndpoints, PageRequest, decode_page};

@@ -31,6 +31,11 @@ impl GraphEndpoints {
         })
     }
 
+    /// `/v1.0/users` itself.
+    pub(crate) fn users_endpoint(&self) -> &Url {
+        &self.users
+    }
+
     /// The origin links must stay on.
     pub fn origin(&self) -> &url::Origin {
         &self.origin

@@ -73,6 +73,11 @@ impl Clients {
         }
         Ok(Self(syncs))
     }
+
+    /// The clients of `name`, for a command that needs no broker.
+    pub fn sync(&self, name: &SyncName) -> Option<&SyncClients> {
+        self.0.get(name)
+    }
 }
 
 impl Deps {

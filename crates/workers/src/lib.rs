@@ -14,6 +14,7 @@ pub mod fetcher;
 pub mod mapper;
 pub mod render;
 pub mod runtime;
+pub mod sample;
 pub mod scheduler;
 pub mod stage;
 pub mod telemetry;
