@@ -199,3 +199,17 @@ fn the_sandbox_listens_on_loopback_by_default() {
     let defaults = xaas_sim::SimConfig::defaults();
     assert!(defaults.listen.ip().is_loopback(), "{}", defaults.listen);
 }
+
+/// How the tests pick their broker (tests/common): the one at AMQP_URL, else
+/// a testcontainers RabbitMQ when Docker answers, else one line of advice.
+#[test]
+fn the_test_broker_is_the_url_then_docker_then_one_line_of_advice() {
+    use common::{BrokerChoice, choose_broker};
+    let url = "amqp://guest:secret@127.0.0.1:1/%2f";
+    assert_eq!(choose_broker(url, true, false), BrokerChoice::Use(url.into()));
+    assert_eq!(choose_broker(url, false, true), BrokerChoice::StartContainer);
+    let BrokerChoice::Advise(line) = choose_broker(url, false, false) else { panic!("advice") };
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("docker run") && line.contains("rabbitmq:4.2-management"), "{line}");
+    assert!(!line.contains("secret"), "no password in the advice: {line}");
+}

@@ -22,8 +22,105 @@ use xaas_sim::app::RunningSim;
 pub const GRAPH_SECRET: &str = "e2e-graph-secret-value-7f3a";
 pub const OKTA_TOKEN: &str = "e2e-okta-token-value-91c2";
 
+/// The broker the tests use, chosen once per test process (`choose_broker`):
+/// the one at `AMQP_URL` when it answers, else a RabbitMQ that
+/// testcontainers starts when a Docker daemon answers, else the process
+/// stops at once with one line saying how to start a broker.
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| BrokerConfig::DEFAULT_URL.to_string())
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let url = std::env::var("AMQP_URL").unwrap_or_else(|_| BrokerConfig::DEFAULT_URL.to_string());
+        match choose_broker(&url, answers(&url), docker_answers()) {
+            BrokerChoice::Use(url) => url,
+            BrokerChoice::StartContainer => std::thread::spawn(start_rabbitmq).join().unwrap_or_else(|_| {
+                advise(&format!("nothing answers at AMQP_URL={url} and testcontainers could not start RabbitMQ"))
+            }),
+            BrokerChoice::Advise(line) => advise(&line),
+        }
+    })
+    .clone()
+}
+
+/// What the tests' broker is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BrokerChoice {
+    Use(String),
+    StartContainer,
+    /// Neither: the one line to print.
+    Advise(String),
+}
+
+/// The image testcontainers starts: the tag the compose file uses (a local
+/// stand-in where no registry is reachable).
+pub const RABBITMQ_TAG: &str = "4.2-management";
+
+pub fn choose_broker(url: &str, url_answers: bool, docker: bool) -> BrokerChoice {
+    match (url_answers, docker) {
+        (true, _) => BrokerChoice::Use(url.to_string()),
+        (false, true) => BrokerChoice::StartContainer,
+        (false, false) => BrokerChoice::Advise(format!(
+            "no RabbitMQ answers at AMQP_URL={} and no Docker daemon answers: start a broker (`docker run -d -p 5672:5672 rabbitmq:{RABBITMQ_TAG}`, or Debian's rabbitmq-server) and set AMQP_URL",
+            xaas_core::redact::redact(url)
+        )),
+    }
+}
+
+/// Prints the advice and ends the test process: every test would fail the same way.
+fn advise(line: &str) -> ! {
+    use std::io::Write as _;
+    // Not `eprintln!`: the test harness captures that, and exit would lose it.
+    let _ = writeln!(std::io::stderr(), "{line}");
+    std::process::exit(2)
+}
+
+/// Whether something accepts TCP at the first broker address of `url`, within a second.
+fn answers(url: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(addresses) = xaas_core::broker_address::BrokerAddresses::parse(url) else { return false };
+    addresses.iter().any(|a| {
+        let target = format!("{}:{}", a.host(), a.port());
+        target
+            .to_socket_addrs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .any(|sock| std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(1)).is_ok())
+    })
+}
+
+/// Whether a Docker daemon answers `docker version` within a few seconds.
+fn docker_answers() -> bool {
+    let Ok(mut child) = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    for _ in 0..30 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// Starts RabbitMQ once for this process; the container lives as long as it.
+fn start_rabbitmq() -> String {
+    use testcontainers_modules::rabbitmq::RabbitMq;
+    use testcontainers_modules::testcontainers::ImageExt;
+    use testcontainers_modules::testcontainers::runners::SyncRunner;
+    static CONTAINER: std::sync::OnceLock<testcontainers_modules::testcontainers::Container<RabbitMq>> =
+        std::sync::OnceLock::new();
+    let container = CONTAINER
+        .get_or_init(|| RabbitMq::default().with_tag(RABBITMQ_TAG).start().expect("testcontainers starts RabbitMQ"));
+    let port = container.get_host_port_ipv4(5672).expect("RabbitMQ's port is published");
+    eprintln!("no broker at AMQP_URL: started rabbitmq:{RABBITMQ_TAG} with testcontainers on port {port}");
+    format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
 }
 
 /// How a test wants its world.
