@@ -71,6 +71,13 @@ pub async fn run(config_path: &Path, args: DemoArgs) -> Result<(), Failure> {
     let config = app::load_config_with(config_path, &env)?;
     let sync = SyncName::parse(DEMO_SYNC).map_err(|e| StartupError::Other(e.to_string()))?;
     config.sync(&sync).map_err(StartupError::Config)?;
+    if !any_broker_answers(&config.broker.addresses).await {
+        return Err(StartupError::Other(format!(
+            "no RabbitMQ answers at {}: start one (`docker compose up rabbitmq`, `docker run -d -p 5672:5672 rabbitmq:4.2-management`, or Debian's rabbitmq-server) or point AMQP_URL at yours",
+            format!("{}:{}", config.broker.addresses.first().host(), config.broker.addresses.first().port())
+        ))
+        .into());
+    }
     let broker = app::connect(&config, "demo").await?;
     let deps = Deps::build(config, broker.clone(), Needs::ALL, &env)?;
 
@@ -105,4 +112,17 @@ pub async fn run(config_path: &Path, args: DemoArgs) -> Result<(), Failure> {
 
 fn uuid_like() -> String {
     xaas_core::RunId::generate().to_string().replace('-', "")
+}
+
+/// Whether any broker address accepts TCP within two seconds: a newcomer
+/// without RabbitMQ gets the advice at once instead of after the connect
+/// timeout's retries.
+async fn any_broker_answers(addresses: &xaas_core::broker_address::BrokerAddresses) -> bool {
+    for a in addresses.iter() {
+        let connect = tokio::net::TcpStream::connect((a.host(), a.port()));
+        if matches!(tokio::time::timeout(Duration::from_secs(2), connect).await, Ok(Ok(_))) {
+            return true;
+        }
+    }
+    false
 }

@@ -213,3 +213,23 @@ fn the_test_broker_is_the_url_then_docker_then_one_line_of_advice() {
     assert!(line.contains("docker run") && line.contains("rabbitmq:4.2-management"), "{line}");
     assert!(!line.contains("secret"), "no password in the advice: {line}");
 }
+
+/// `xaas demo` without a broker: one line of advice, exit 2, at once.
+#[test]
+fn demo_without_a_broker_gives_one_line_of_advice_at_once() {
+    let started = std::time::Instant::now();
+    let out = Command::new(bin())
+        .arg("demo")
+        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("RUST_BACKTRACE", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("no RabbitMQ answers at 127.0.0.1:1") && errors[0].contains("docker"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+}
