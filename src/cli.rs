@@ -105,6 +105,13 @@ pub enum Command {
         #[command(subcommand)]
         command: SampleArg,
     },
+    /// Exit 0 when the worker on this machine answers /healthz with 200 (a
+    /// container healthcheck that needs no shell).
+    Health {
+        /// The worker's --health-listen address.
+        #[arg(long, env = "XAAS_HEALTH_LISTEN", default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+    },
     /// The newcomer's tour: sandbox + workers + a full sync of the sample users.
     Demo(DemoArgs),
     /// Print the JSON Schema of SyncRequest, for starting runs from any AMQP client.

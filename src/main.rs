@@ -186,6 +186,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Health { addr } => health(addr).await.map_err(|e| CommandError::Usage(e).into()),
         Command::Parked { command } => {
             let config = app::load_config(&cli.config)?;
             let broker = app::connect(&config, "parked").await?;
@@ -247,6 +248,31 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("stop requested; finishing in-flight work");
     shutdown.cancel();
+}
+
+/// GET /healthz on `addr` (0.0.0.0 means this machine), 200 within 5 s.
+async fn health(mut addr: SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), check)
+        .await
+        .map_err(|_| format!("{addr}/healthz did not answer within 5 s"))?
+        .map_err(|e| format!("{addr}/healthz: {e}"))?;
+    let status = String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_string();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(format!("{addr}/healthz answered {status:?}"))
+    }
 }
 
 fn hostname() -> String {

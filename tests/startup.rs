@@ -233,3 +233,25 @@ fn demo_without_a_broker_gives_one_line_of_advice_at_once() {
     assert!(errors[0].contains("no RabbitMQ answers at 127.0.0.1:1") && errors[0].contains("docker"), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 }
+
+/// `xaas health` (the compose healthcheck): 0 on a 200 from /healthz, 1 otherwise.
+#[test]
+fn health_exits_0_only_on_a_200_from_healthz() {
+    use std::io::{Read, Write};
+    for (answer, code) in [("HTTP/1.1 200 OK\r\n\r\nok", 0), ("HTTP/1.1 503 Service Unavailable\r\n\r\n", 1)] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap();
+            s.write_all(answer.as_bytes()).unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        });
+        let out = Command::new(bin()).args(["health", "--addr", &addr.to_string()]).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{answer}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(server.join().unwrap().starts_with("GET /healthz "));
+    }
+    let out = Command::new(bin()).args(["health", "--addr", "127.0.0.1:1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
