@@ -201,6 +201,7 @@ impl Config {
             let sync = parse_sync(name.clone(), Section::new(path, table, env))?;
             syncs.insert(name, sync);
         }
+        one_sync_per_identity_source(&syncs)?;
         Ok(Config { broker, syncs })
     }
 
@@ -220,6 +221,26 @@ impl Config {
     pub fn syncs(&self) -> impl Iterator<Item = &SyncConfig> {
         self.syncs.values()
     }
+}
+
+/// Each sync keeps its own log of sessions and cooldown, so two syncs loading
+/// into one identity source would load into each other's sessions and trigger
+/// them mid-load. The later sync in name order is the one named at fault.
+fn one_sync_per_identity_source(syncs: &BTreeMap<SyncName, SyncConfig>) -> Result<()> {
+    let mut owners: BTreeMap<&str, &SyncName> = BTreeMap::new();
+    for sync in syncs.values() {
+        let id = sync.target.identity_source_id.as_str();
+        if let Some(first) = owners.insert(id, &sync.name) {
+            return Err(invalid(
+                sync.setting("target.identity_source_id"),
+                format!(
+                    "the identity source {id} is already synced by syncs.{first}; two syncs loading into one \
+                     identity source would share its sessions and cooldown"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_broker(mut sec: Section<'_>, env: EnvLookup<'_>) -> Result<BrokerConfig> {
@@ -1339,7 +1360,8 @@ mod tests {
 
     #[test]
     fn an_unknown_sync_lists_the_configured_ones() {
-        let text = format!("{MINIMAL}\n{}", MINIMAL.replace("syncs.demo", "syncs.other"));
+        let other = MINIMAL.replace("syncs.demo", "syncs.other").replace("0oa1234567890abcdefg", "0oa2");
+        let text = format!("{MINIMAL}\n{other}");
         let env = with_secrets(&[("XAAS_SYNC_OTHER_GRAPH_CLIENT_SECRET", "s"), ("XAAS_SYNC_OTHER_OKTA_TOKEN", "t")]);
         let config = parse(&text, &env).unwrap();
         let err = config.sync(&SyncName::parse("nope").unwrap()).unwrap_err();
@@ -1388,5 +1410,33 @@ mod tests {
         let text =
             MINIMAL.replace("[syncs.demo.source]", "[syncs.demo]\nschedule_mode = \"hourly\"\n[syncs.demo.source]");
         assert!(error(&text, &with_secrets(&[])).starts_with("syncs.demo.schedule_mode: \"hourly\" is not a mode"));
+    }
+
+    #[test]
+    fn two_syncs_may_not_load_into_one_identity_source() {
+        let env = with_secrets(&[]);
+        let a = MINIMAL.replace("syncs.demo", "syncs.a");
+        let b = MINIMAL.replace("syncs.demo", "syncs.b").replace("acme.okta.com", "login.acme.com");
+        // Another URL of the same org does not make it another identity source.
+        assert_eq!(
+            error(&format!("{a}\n{b}"), &env),
+            "syncs.b.target.identity_source_id: the identity source 0oa1234567890abcdefg is already synced by \
+             syncs.a; two syncs loading into one identity source would share its sessions and cooldown"
+        );
+        let c = MINIMAL.replace("syncs.demo", "syncs.b").replace("0oa1234567890abcdefg", "0oa2");
+        assert!(parse(&format!("{a}\n{c}"), &env).is_ok());
+        // The same holds when an override makes them collide.
+        let env = with_secrets(&[("XAAS__SYNCS__B__TARGET__IDENTITY_SOURCE_ID", "0oa1234567890abcdefg")]);
+        let err = error(&format!("{a}\n{c}"), &env);
+        assert!(err.starts_with("syncs.b.target.identity_source_id: the identity source 0oa1234567890abcdefg is already synced by syncs.a;"), "{err}");
+        // Three syncs: the first two name it, whichever comes first in name order.
+        let d = MINIMAL.replace("syncs.demo", "syncs.d").replace("0oa1234567890abcdefg", "0oa2");
+        let err = error(&format!("{a}\n{c}\n{d}"), &with_secrets(&[]));
+        assert!(
+            err.starts_with(
+                "syncs.d.target.identity_source_id: the identity source 0oa2 is already synced by syncs.b;"
+            ),
+            "{err}"
+        );
     }
 }
