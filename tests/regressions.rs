@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Env, Options};
+use sync_support::{completed, failed, sent};
 use xaas_core::SyncName;
 
 /// Runs `cmd` to its end, or kills it after `limit` (a command that should
@@ -70,5 +71,91 @@ async fn two_syncs_on_one_identity_source_are_refused_by_every_command() {
             "xaas {args:?} names both syncs: {stderr}"
         );
     }
+    env.finish().await;
+}
+
+fn world(users: usize) -> Options {
+    Options { seed_csv: false, generate: Some(users), page_size: 100, ..Options::default() }
+}
+
+/// The vhost of the test broker, for `rabbitmqctl -p`.
+fn vhost(amqp: &str) -> String {
+    let path = amqp.rsplit_once('/').map_or("", |(_, v)| v);
+    if path.is_empty() { "/".into() } else { path.replace("%2f", "/").replace("%2F", "/") }
+}
+
+/// Deletes the sync's roster stream, as retention or an operator might.
+fn lose_the_roster(env: &Env) {
+    let stream = env.broker.names().roster(&SyncName::parse("demo").unwrap());
+    let out = Command::new("rabbitmqctl")
+        .args(["-p", &vhost(&env.amqp), "delete_queue", &stream])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(out.status.success(), "deleting {stream}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn deactivated(store: &std::collections::BTreeMap<String, (String, serde_json::Value)>) -> Vec<String> {
+    store.iter().filter(|(_, (s, _))| s == "DEACTIVATED").map(|(id, _)| id.clone()).collect()
+}
+
+/// Defect 5: a delta run whose roster is unknown (its stream lost, the
+/// deltaLink kept) cannot tell who is active in Okta, and the share guard
+/// has nothing to divide by. It fails closed, says to run a full sync, and
+/// deactivates nobody, even with --allow-mass-deactivation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_run_with_an_unknown_roster_fails_closed() {
+    let mut env = Env::start("reg-unknown-roster", world(300)).await;
+    env.spawn_worker("all", "worker");
+    let seed = completed(&env.enqueue_wait(&["--mode", "delta"]).await);
+    assert!(seed["delta_link"].as_str().is_some(), "the first delta run keeps its deltaLink: {seed}");
+    let before = env.okta_users().await;
+    let seeded = env.sessions().await.len();
+
+    // The roster stream is lost while the uploader is down; the events
+    // stream still holds the deltaLink.
+    assert_eq!(env.terminate_worker("worker").and_then(|s| s.code()), Some(0));
+    lose_the_roster(&env);
+    let leaving: Vec<String> = before.keys().take(3).cloned().collect();
+    for id in &leaving {
+        assert!(env.post(&format!("/sim/users/{id}/disable"), serde_json::json!({})).await.is_success());
+    }
+    env.spawn_worker("all", "restarted");
+
+    for extra in [&["--mode", "delta"][..], &["--mode", "delta", "--allow-mass-deactivation"]] {
+        let r = failed(&env.enqueue_wait(extra).await);
+        let why = r["guard_tripped"].as_str().unwrap_or_else(|| panic!("the guard is reported: {r}"));
+        assert!(why.contains("the roster of who this sync left active in Okta is unknown"), "{why}");
+        assert!(why.contains("the 3 deactivations this run asked for"), "{why}");
+        assert!(why.contains("Run a full sync (xaas enqueue --sync demo --mode full)"), "says what to do: {why}");
+        assert!(r["state"]["reason"].as_str().is_some_and(|s| s.contains("is unknown")), "{r}");
+        assert_eq!(deactivated(&env.okta_users().await), Vec::<String>::new(), "nobody was deactivated ({extra:?})");
+        assert_eq!(sent(&env.sessions().await, seeded).1, 0, "no bulk-delete reached Okta ({extra:?})");
+    }
+
+    // What the reason says to do works: a full sync rebuilds the roster,
+    // and delta runs complete again.
+    completed(&env.enqueue_wait(&["--mode", "full"]).await);
+    completed(&env.enqueue_wait(&["--mode", "delta"]).await);
+    env.finish().await;
+}
+
+/// `--allow-mass-deactivation` lifts the count guards only: a source that
+/// suddenly returns nobody never deactivates everyone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_override_does_not_let_an_empty_source_deactivate_everyone() {
+    let mut env = Env::start("reg-empty-override", world(300)).await;
+    env.spawn_worker("all", "worker");
+    completed(&env.enqueue_wait(&[]).await);
+    let before = env.okta_users().await;
+    let seeded = env.sessions().await.len();
+
+    let emptied = env.post("/sim/seed", serde_json::json!({ "generate": 0 })).await;
+    assert!(emptied.is_success(), "{emptied}");
+    let r = failed(&env.enqueue_wait(&["--allow-mass-deactivation"]).await);
+    let why = r["guard_tripped"].as_str().unwrap_or_else(|| panic!("the guard is reported: {r}"));
+    assert!(why.contains(&format!("the source returned no users, but {} are active in Okta", before.len())), "{why}");
+    assert!(why.contains("--allow-mass-deactivation does not lift this"), "{why}");
+    assert_eq!(env.okta_users().await, before, "nobody was deactivated");
+    assert_eq!(sent(&env.sessions().await, seeded), (0, 0), "no request reached Okta");
     env.finish().await;
 }
