@@ -159,3 +159,59 @@ async fn the_override_does_not_let_an_empty_source_deactivate_everyone() {
     assert_eq!(sent(&env.sessions().await, seeded), (0, 0), "no request reached Okta");
     env.finish().await;
 }
+
+/// What a full sync with the filter `country eq 'Canada'` leaves in Okta.
+async fn in_canada(env: &Env) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let source: Vec<serde_json::Value> =
+        env.source_users().await.into_iter().filter(|u| u["country"] == "Canada").collect();
+    common::expected_store(&common::rules(env), &source)
+}
+
+/// Delta runs apply the sync's `source.filter` (Graph's delta takes none):
+/// a delta run upserts nobody outside it, so the full run after it has
+/// nobody to deactivate. Before, delta upserted everyone and full runs
+/// deactivated them again: users outside a custom filter flapped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_run_keeps_to_the_source_filter_and_a_full_run_after_it_deactivates_nobody() {
+    let mut env = Env::start("reg-delta-filter", world(300)).await;
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let custom = "filter = \"accountEnabled eq true and country eq 'Canada'\"";
+    std::fs::write(&env.config, text.replace("filter = \"accountEnabled eq true\"", custom)).unwrap();
+    env.spawn_worker("all", "worker");
+    let expected = in_canada(&env).await;
+    assert!(expected.len() >= 5, "the world has users in the filter: {}", expected.len());
+
+    // The first delta run reads the full state, without Graph's $filter.
+    completed(&env.enqueue_wait(&["--mode", "delta"]).await);
+    let store = env.okta_users().await;
+    let outside: Vec<&String> = store.keys().filter(|id| !expected.contains_key(*id)).take(5).collect();
+    assert!(
+        outside.is_empty(),
+        "the delta run upserted {} users outside the filter, e.g. {outside:?}",
+        store.len() - expected.len()
+    );
+    assert_eq!(store.len(), expected.len());
+
+    // Changes to one user inside and one outside the filter.
+    let source = env.source_users().await;
+    let enabled = |u: &&serde_json::Value| u["accountEnabled"] == true && u["department"] == "Okta Workflows";
+    let inside = source.iter().filter(enabled).find(|u| u["country"] == "Canada").unwrap()["id"].clone();
+    let outsider = source.iter().filter(enabled).find(|u| u["country"] != "Canada").unwrap()["id"].clone();
+    for id in [&inside, &outsider] {
+        let id = id.as_str().unwrap();
+        assert!(env.patch(&format!("/sim/users/{id}"), serde_json::json!({"city": "Changed"})).await.is_success());
+    }
+    let delta = completed(&env.enqueue_wait(&["--mode", "delta"]).await);
+    assert_eq!(delta["upserted"].as_u64(), Some(1), "only the user inside the filter: {delta}");
+    let store = env.okta_users().await;
+    assert!(!store.contains_key(outsider.as_str().unwrap()), "the changed user outside the filter was upserted");
+    assert_eq!(store[inside.as_str().unwrap()].1["city"], "Changed");
+
+    // A full run reads through Graph's $filter: nobody to deactivate.
+    let full = completed(&env.enqueue_wait(&["--mode", "full"]).await);
+    assert_eq!(full["deactivated"].as_u64(), Some(0), "{full}");
+    let store = env.okta_users().await;
+    assert_eq!(store.len(), in_canada(&env).await.len());
+    assert!(store.values().all(|(status, _)| status == "ACTIVE"), "nobody was deactivated");
+    env.finish().await;
+}

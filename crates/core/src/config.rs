@@ -37,6 +37,7 @@ use crate::ids::SyncName;
 use crate::limits::Limits;
 use crate::mapping::{Filter, Mapping, MappingRules, RuleError};
 use crate::messages::Mode;
+use crate::odata::{self, FilterError};
 use crate::reconcile::Guards;
 use crate::redact::redact;
 use crate::secret::{SecretKind, SecretRef};
@@ -143,6 +144,10 @@ pub struct SourceConfig {
     pub select: Vec<String>,
     /// Graph `$filter` for full runs.
     pub filter: Option<String>,
+    /// `filter` as delta runs apply it to each record, since Graph's
+    /// `/users/delta` takes no `$filter`; `Err` says why it cannot be, and
+    /// the sync's delta runs fail with it.
+    pub delta_filter: Option<Result<odata::Filter, FilterError>>,
 }
 
 /// `[syncs.<name>.target]`: the Okta identity source.
@@ -440,13 +445,24 @@ fn parse_source(name: &SyncName, mut sec: Section<'_>, rules: &MappingRules) -> 
         },
         None => DEFAULT_PAGE_SIZE,
     };
-    let needed: Vec<&str> = ["id"].into_iter().chain(rules.graph_fields()).collect();
+    let filter = match sec.take("filter") {
+        Some(s) => Some(non_empty(&s, "a Graph $filter like \"accountEnabled eq true\"")?),
+        None => None,
+    };
+    let delta_filter = filter.as_deref().map(odata::Filter::parse);
+    let filtered: Vec<&str> = match &delta_filter {
+        Some(Ok(f)) => f.properties(),
+        _ => Vec::new(),
+    };
+    // A delta record holds only the selected properties, so the filter's
+    // must be selected for a delta run to apply it.
+    let needed: Vec<&str> = ["id"].into_iter().chain(rules.graph_fields()).chain(filtered).collect();
     let select = match sec.take("select") {
         Some(s) => {
             let select = s.strings()?;
-            if let Some(missing) = needed.iter().find(|f| !select.iter().any(|s| s == *f)) {
+            if let Some(missing) = needed.iter().find(|f| !select.iter().any(|s| s.eq_ignore_ascii_case(f))) {
                 return Err(s.invalid(format!(
-                    "does not include {missing:?}, which the sync reads (id, the mapping and the filter); \
+                    "does not include {missing:?}, which the sync reads (id, the mapping and the filters); \
                      add it, or remove select to use the default"
                 )));
             }
@@ -455,16 +471,12 @@ fn parse_source(name: &SyncName, mut sec: Section<'_>, rules: &MappingRules) -> 
         None => {
             let mut select: Vec<String> = vec!["id".into(), "accountEnabled".into()];
             for field in needed {
-                if !select.iter().any(|s| s == field) {
+                if !select.iter().any(|s| s.eq_ignore_ascii_case(field)) {
                     select.push(field.into());
                 }
             }
             select
         }
-    };
-    let filter = match sec.take("filter") {
-        Some(s) => Some(non_empty(&s, "a Graph $filter like \"accountEnabled eq true\"")?),
-        None => None,
     };
     sec.finish()?;
     Ok(SourceConfig {
@@ -477,6 +489,7 @@ fn parse_source(name: &SyncName, mut sec: Section<'_>, rules: &MappingRules) -> 
         page_size,
         select,
         filter,
+        delta_filter,
     })
 }
 
@@ -1438,5 +1451,32 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn delta_runs_get_the_source_filter_and_its_properties_are_selected() {
+        let text = MINIMAL.replace(
+            "client_id = \"app-1\"",
+            "client_id = \"app-1\"\nfilter = \"userType eq 'Member' and accountEnabled eq true\"",
+        );
+        let source = demo(&parse(&text, &with_secrets(&[])).unwrap()).source.clone();
+        let filter = source.delta_filter.clone().unwrap().unwrap();
+        assert_eq!(filter.properties(), ["userType", "accountEnabled"]);
+        assert!(source.select.iter().any(|s| s == "userType"), "{:?}", source.select);
+        // An explicit select must hold them, as it must what the mapping reads.
+        let text = text.replace("filter =", "select = [\"id\", \"accountEnabled\"]\nfilter =");
+        let all = "id,accountEnabled,userPrincipalName,mail,givenName,surname,displayName,department,mobilePhone,\
+                   city,state,postalCode,country,streetAddress,companyName,jobTitle";
+        let select: Vec<String> = all.split(',').map(|f| format!("{f:?}")).collect();
+        let text = text.replace("[\"id\", \"accountEnabled\"]", &format!("[{}]", select.join(", ")));
+        let err = error(&text, &with_secrets(&[]));
+        assert!(err.starts_with("syncs.demo.source.select: does not include \"userType\""), "{err}");
+        // A filter beyond eq clauses still serves full runs; delta runs get why not.
+        let text =
+            MINIMAL.replace("client_id = \"app-1\"", "client_id = \"app-1\"\nfilter = \"startswith(displayName,'A')\"");
+        let source = demo(&parse(&text, &with_secrets(&[])).unwrap()).source.clone();
+        assert_eq!(source.filter.as_deref(), Some("startswith(displayName,'A')"));
+        assert!(matches!(source.delta_filter, Some(Err(FilterError::Unsupported(_)))));
+        assert!(demo(&parse(MINIMAL, &with_secrets(&[])).unwrap()).source.delta_filter.is_none());
     }
 }
