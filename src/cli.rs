@@ -63,7 +63,7 @@ pub enum Command {
         /// Send every profile, even those unchanged since their last upload.
         #[arg(long)]
         force: bool,
-        /// Let this one run deactivate more than the sync's guards allow.
+        /// Let this one run past max_deactivations and max_deactivations_percent (never past an empty source or untrusted data).
         #[arg(long)]
         allow_mass_deactivation: bool,
         /// Follow the run and print its report.

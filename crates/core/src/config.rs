@@ -37,6 +37,7 @@ use crate::ids::SyncName;
 use crate::limits::Limits;
 use crate::mapping::{Filter, Mapping, MappingRules, RuleError};
 use crate::messages::Mode;
+use crate::odata::{self, FilterError};
 use crate::reconcile::Guards;
 use crate::redact::redact;
 use crate::secret::{SecretKind, SecretRef};
@@ -143,6 +144,10 @@ pub struct SourceConfig {
     pub select: Vec<String>,
     /// Graph `$filter` for full runs.
     pub filter: Option<String>,
+    /// `filter` as delta runs apply it to each record, since Graph's
+    /// `/users/delta` takes no `$filter`; `Err` says why it cannot be, and
+    /// the sync's delta runs fail with it.
+    pub delta_filter: Option<Result<odata::Filter, FilterError>>,
 }
 
 /// `[syncs.<name>.target]`: the Okta identity source.
@@ -201,6 +206,7 @@ impl Config {
             let sync = parse_sync(name.clone(), Section::new(path, table, env))?;
             syncs.insert(name, sync);
         }
+        one_sync_per_identity_source(&syncs)?;
         Ok(Config { broker, syncs })
     }
 
@@ -220,6 +226,26 @@ impl Config {
     pub fn syncs(&self) -> impl Iterator<Item = &SyncConfig> {
         self.syncs.values()
     }
+}
+
+/// Each sync keeps its own log of sessions and cooldown, so two syncs loading
+/// into one identity source would load into each other's sessions and trigger
+/// them mid-load. The later sync in name order is the one named at fault.
+fn one_sync_per_identity_source(syncs: &BTreeMap<SyncName, SyncConfig>) -> Result<()> {
+    let mut owners: BTreeMap<&str, &SyncName> = BTreeMap::new();
+    for sync in syncs.values() {
+        let id = sync.target.identity_source_id.as_str();
+        if let Some(first) = owners.insert(id, &sync.name) {
+            return Err(invalid(
+                sync.setting("target.identity_source_id"),
+                format!(
+                    "the identity source {id} is already synced by syncs.{first}; two syncs loading into one \
+                     identity source would share its sessions and cooldown"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_broker(mut sec: Section<'_>, env: EnvLookup<'_>) -> Result<BrokerConfig> {
@@ -419,13 +445,24 @@ fn parse_source(name: &SyncName, mut sec: Section<'_>, rules: &MappingRules) -> 
         },
         None => DEFAULT_PAGE_SIZE,
     };
-    let needed: Vec<&str> = ["id"].into_iter().chain(rules.graph_fields()).collect();
+    let filter = match sec.take("filter") {
+        Some(s) => Some(non_empty(&s, "a Graph $filter like \"accountEnabled eq true\"")?),
+        None => None,
+    };
+    let delta_filter = filter.as_deref().map(odata::Filter::parse);
+    let filtered: Vec<&str> = match &delta_filter {
+        Some(Ok(f)) => f.properties(),
+        _ => Vec::new(),
+    };
+    // A delta record holds only the selected properties, so the filter's
+    // must be selected for a delta run to apply it.
+    let needed: Vec<&str> = ["id"].into_iter().chain(rules.graph_fields()).chain(filtered).collect();
     let select = match sec.take("select") {
         Some(s) => {
             let select = s.strings()?;
-            if let Some(missing) = needed.iter().find(|f| !select.iter().any(|s| s == *f)) {
+            if let Some(missing) = needed.iter().find(|f| !select.iter().any(|s| s.eq_ignore_ascii_case(f))) {
                 return Err(s.invalid(format!(
-                    "does not include {missing:?}, which the sync reads (id, the mapping and the filter); \
+                    "does not include {missing:?}, which the sync reads (id, the mapping and the filters); \
                      add it, or remove select to use the default"
                 )));
             }
@@ -434,16 +471,12 @@ fn parse_source(name: &SyncName, mut sec: Section<'_>, rules: &MappingRules) -> 
         None => {
             let mut select: Vec<String> = vec!["id".into(), "accountEnabled".into()];
             for field in needed {
-                if !select.iter().any(|s| s == field) {
+                if !select.iter().any(|s| s.eq_ignore_ascii_case(field)) {
                     select.push(field.into());
                 }
             }
             select
         }
-    };
-    let filter = match sec.take("filter") {
-        Some(s) => Some(non_empty(&s, "a Graph $filter like \"accountEnabled eq true\"")?),
-        None => None,
     };
     sec.finish()?;
     Ok(SourceConfig {
@@ -456,6 +489,7 @@ fn parse_source(name: &SyncName, mut sec: Section<'_>, rules: &MappingRules) -> 
         page_size,
         select,
         filter,
+        delta_filter,
     })
 }
 
@@ -1339,7 +1373,8 @@ mod tests {
 
     #[test]
     fn an_unknown_sync_lists_the_configured_ones() {
-        let text = format!("{MINIMAL}\n{}", MINIMAL.replace("syncs.demo", "syncs.other"));
+        let other = MINIMAL.replace("syncs.demo", "syncs.other").replace("0oa1234567890abcdefg", "0oa2");
+        let text = format!("{MINIMAL}\n{other}");
         let env = with_secrets(&[("XAAS_SYNC_OTHER_GRAPH_CLIENT_SECRET", "s"), ("XAAS_SYNC_OTHER_OKTA_TOKEN", "t")]);
         let config = parse(&text, &env).unwrap();
         let err = config.sync(&SyncName::parse("nope").unwrap()).unwrap_err();
@@ -1388,5 +1423,60 @@ mod tests {
         let text =
             MINIMAL.replace("[syncs.demo.source]", "[syncs.demo]\nschedule_mode = \"hourly\"\n[syncs.demo.source]");
         assert!(error(&text, &with_secrets(&[])).starts_with("syncs.demo.schedule_mode: \"hourly\" is not a mode"));
+    }
+
+    #[test]
+    fn two_syncs_may_not_load_into_one_identity_source() {
+        let env = with_secrets(&[]);
+        let a = MINIMAL.replace("syncs.demo", "syncs.a");
+        let b = MINIMAL.replace("syncs.demo", "syncs.b").replace("acme.okta.com", "login.acme.com");
+        // Another URL of the same org does not make it another identity source.
+        assert_eq!(
+            error(&format!("{a}\n{b}"), &env),
+            "syncs.b.target.identity_source_id: the identity source 0oa1234567890abcdefg is already synced by \
+             syncs.a; two syncs loading into one identity source would share its sessions and cooldown"
+        );
+        let c = MINIMAL.replace("syncs.demo", "syncs.b").replace("0oa1234567890abcdefg", "0oa2");
+        assert!(parse(&format!("{a}\n{c}"), &env).is_ok());
+        // The same holds when an override makes them collide.
+        let env = with_secrets(&[("XAAS__SYNCS__B__TARGET__IDENTITY_SOURCE_ID", "0oa1234567890abcdefg")]);
+        let err = error(&format!("{a}\n{c}"), &env);
+        assert!(err.starts_with("syncs.b.target.identity_source_id: the identity source 0oa1234567890abcdefg is already synced by syncs.a;"), "{err}");
+        // Three syncs: the first two name it, whichever comes first in name order.
+        let d = MINIMAL.replace("syncs.demo", "syncs.d").replace("0oa1234567890abcdefg", "0oa2");
+        let err = error(&format!("{a}\n{c}\n{d}"), &with_secrets(&[]));
+        assert!(
+            err.starts_with(
+                "syncs.d.target.identity_source_id: the identity source 0oa2 is already synced by syncs.b;"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn delta_runs_get_the_source_filter_and_its_properties_are_selected() {
+        let text = MINIMAL.replace(
+            "client_id = \"app-1\"",
+            "client_id = \"app-1\"\nfilter = \"userType eq 'Member' and accountEnabled eq true\"",
+        );
+        let source = demo(&parse(&text, &with_secrets(&[])).unwrap()).source.clone();
+        let filter = source.delta_filter.clone().unwrap().unwrap();
+        assert_eq!(filter.properties(), ["userType", "accountEnabled"]);
+        assert!(source.select.iter().any(|s| s == "userType"), "{:?}", source.select);
+        // An explicit select must hold them, as it must what the mapping reads.
+        let text = text.replace("filter =", "select = [\"id\", \"accountEnabled\"]\nfilter =");
+        let all = "id,accountEnabled,userPrincipalName,mail,givenName,surname,displayName,department,mobilePhone,\
+                   city,state,postalCode,country,streetAddress,companyName,jobTitle";
+        let select: Vec<String> = all.split(',').map(|f| format!("{f:?}")).collect();
+        let text = text.replace("[\"id\", \"accountEnabled\"]", &format!("[{}]", select.join(", ")));
+        let err = error(&text, &with_secrets(&[]));
+        assert!(err.starts_with("syncs.demo.source.select: does not include \"userType\""), "{err}");
+        // A filter beyond eq clauses still serves full runs; delta runs get why not.
+        let text =
+            MINIMAL.replace("client_id = \"app-1\"", "client_id = \"app-1\"\nfilter = \"startswith(displayName,'A')\"");
+        let source = demo(&parse(&text, &with_secrets(&[])).unwrap()).source.clone();
+        assert_eq!(source.filter.as_deref(), Some("startswith(displayName,'A')"));
+        assert!(matches!(source.delta_filter, Some(Err(FilterError::Unsupported(_)))));
+        assert!(demo(&parse(MINIMAL, &with_secrets(&[])).unwrap()).source.delta_filter.is_none());
     }
 }

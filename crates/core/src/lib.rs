@@ -12,6 +12,7 @@ pub mod limits;
 pub mod lineage;
 pub mod mapping;
 pub mod messages;
+pub mod odata;
 pub mod packing;
 pub mod reconcile;
 pub mod redact;

@@ -63,7 +63,8 @@ pub struct RunOptions {
     /// Send every profile, even those unchanged since their last confirmed upload.
     #[serde(default, skip_serializing_if = "is_false")]
     pub force: bool,
-    /// Let this one run deactivate more than the sync's guards allow.
+    /// Let this one run past `max_deactivations` and
+    /// `max_deactivations_percent`; never past an empty source or untrusted data.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_mass_deactivation: bool,
     /// Set by the fetcher, never by a caller: this delta run reads Graph's

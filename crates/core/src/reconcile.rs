@@ -8,10 +8,12 @@
 //! - for a run that reads the full state, the users active in Okta (the
 //!   roster) that the source no longer returned at all.
 //!
-//! Then the guards: the source returned nobody; more deactivations than
-//! `max_deactivations`; more than `max_deactivations_percent` of the roster.
-//! `--allow-mass-deactivation` lets one run past those. Partial data (a delta
-//! round that ended without its deltaLink) is refused whatever the flag says.
+//! Then the guards ([`guard::check`]): data that cannot be trusted (a delta
+//! round that ended without its deltaLink, a source that returned nobody, a
+//! run reading only changes while the roster is unknown) is refused whatever
+//! `--allow-mass-deactivation` says; more deactivations than
+//! `max_deactivations` or `max_deactivations_percent` of the roster are
+//! refused unless the flag lets that one run past.
 
 use std::collections::BTreeSet;
 
@@ -19,6 +21,10 @@ use crate::ids::ExternalId;
 use crate::ledger::{Fate, RunProgress};
 use crate::messages::RunOptions;
 use crate::roster::Roster;
+
+mod guard;
+
+pub use guard::{Facts, Verdict};
 
 /// `[syncs.<name>.guards]`: how many deactivations one run may make.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,7 +76,8 @@ pub fn decide(
         .iter()
         .filter(|(_, seen)| seen.fate == Fate::DeleteQueued)
         // An unknown roster cannot say who is active: ask Okta to deactivate
-        // them all (it ignores those it does not hold).
+        // them all (it ignores those it does not hold), if the guards let
+        // the run deactivate at all.
         .filter(|(id, _)| !roster.is_known() || roster.contains(id))
         .map(|(id, _)| id.clone())
         .collect();
@@ -83,48 +90,24 @@ pub fn decide(
                 .cloned(),
         );
     }
-    let n = candidates.len() as u64;
-    let active = roster.len() as u64;
-    let decision = |deactivate: Vec<ExternalId>, tripped, overridden| Decision {
+    let facts = Facts {
+        candidates: candidates.len() as u64,
+        roster: roster.is_known().then_some(roster.len() as u64),
+        reads_full_state: run.reads_full_state(),
+        returned: (run.ids().len() + run.rejected_in_source().len()) as u64,
+        partial,
+    };
+    let counts = |deactivate: Vec<ExternalId>, tripped, overridden| Decision {
         deactivate,
         tripped,
         overridden,
-        candidates: n as u32,
-        roster: active as u32,
+        candidates: facts.candidates as u32,
+        roster: roster.len() as u32,
     };
-    if let Some(why) = partial {
-        let reason =
-            format!("{why}: the data is partial, so none of the {n} deactivations it asked for was sent; run it again");
-        return decision(Vec::new(), Some(reason), None);
-    }
-    let returned_nobody = reconciles && run.ids().is_empty() && run.rejected_in_source().is_empty() && active > 0;
-    let share = if active > 0 { n as f64 * 100.0 / active as f64 } else { 0.0 };
-    let over_count = guards.max_deactivations.filter(|max| n > *max);
-    let over_share = guards.max_deactivations_percent.filter(|max| active > 0 && share > *max);
-    let reason = if returned_nobody {
-        Some(format!(
-            "the source returned no users, but {active} are active in Okta: refusing to deactivate all of them"
-        ))
-    } else if let Some(max) = over_count {
-        Some(format!("{n} deactivations exceed max_deactivations = {max} (roster: {active} active users)"))
-    } else {
-        over_share.map(|max| {
-            format!(
-                "{n} deactivations are {share:.1}% of the {active} users active in Okta, over max_deactivations_percent = {max}%"
-            )
-        })
-    };
-    let all: Vec<ExternalId> = candidates.into_iter().collect();
-    match reason {
-        None => decision(all, None, None),
-        Some(reason) if options.allow_mass_deactivation => decision(all, None, Some(reason)),
-        Some(reason) => decision(
-            Vec::new(),
-            Some(format!(
-                "{reason}; nothing was deactivated. If this is intended, run once with --allow-mass-deactivation"
-            )),
-            None,
-        ),
+    match guard::check(roster.sync(), &facts, guards, options.allow_mass_deactivation) {
+        Verdict::Deactivate => counts(candidates.into_iter().collect(), None, None),
+        Verdict::Overridden(why) => counts(candidates.into_iter().collect(), None, Some(why)),
+        Verdict::Refused(why) => counts(Vec::new(), Some(why), None),
     }
 }
 
@@ -213,9 +196,30 @@ mod tests {
         // u150 was never synced: nothing to deactivate.
         let d = decide(&run(&delta, &[1, 2], &[3, 150]), &delta, &roster_of(100), &Guards::DEFAULT, None);
         assert_eq!(d.deactivate, vec![id(3)]);
-        // With an unknown roster, every requested deactivation goes out.
+    }
+
+    #[test]
+    fn an_unknown_roster_fails_a_delta_run_closed() {
+        let delta = RunOptions { mode: Mode::Delta, allow_mass_deactivation: true, ..RunOptions::default() };
         let d = decide(&run(&delta, &[], &[3, 150]), &delta, &Roster::unknown(sync()), &Guards::DEFAULT, None);
-        assert_eq!(d.deactivate, vec![id(3), id(150)]);
+        assert!(d.deactivate.is_empty());
+        assert!(d.tripped.unwrap().contains("is unknown"));
+        assert_eq!((d.candidates, d.roster), (2, 0));
+        // A run that read the full state asks only for the users the source
+        // itself reports disabled: they go out, for Okta to drop those it
+        // does not hold.
+        let initial = RunOptions { full_state: true, ..delta };
+        let d = decide(&run(&initial, &[1], &[3, 150]), &initial, &Roster::unknown(sync()), &Guards::DEFAULT, None);
+        assert_eq!((d.deactivate, d.tripped), (vec![id(3), id(150)], None));
+    }
+
+    #[test]
+    fn the_override_never_lifts_the_empty_source_guard() {
+        let allowed = RunOptions { allow_mass_deactivation: true, ..full() };
+        let d = decide(&run(&allowed, &[], &[]), &allowed, &roster_of(10), &Guards::DEFAULT, None);
+        assert!(d.deactivate.is_empty());
+        assert_eq!(d.overridden, None);
+        assert!(d.tripped.unwrap().contains("the source returned no users, but 10 are active"));
     }
 
     #[test]

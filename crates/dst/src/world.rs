@@ -847,7 +847,7 @@ impl World {
 
     /// What a mapper does with a `Page` (`xaas-workers`' mapper).
     fn map(&mut self, page: &xaas_core::Page) -> VecDeque<Effect> {
-        let mapped = xaas_workers::mapper::map(&self.rules, self.limits(), page);
+        let mapped = xaas_workers::mapper::map(&self.rules, None, self.limits(), page);
         let mut effects: VecDeque<Effect> =
             mapped.batches.into_iter().map(|b| Effect::Publish(Msg::Upload(UploaderMessage::Batch(b)))).collect();
         let kind = EventKind::PageMapped {

@@ -55,6 +55,7 @@ pub use self::request::{GraphRequest, GraphResponse};
 use crate::app::Shared;
 use crate::directory::{Directory, Entry, User};
 use crate::entra;
+use xaas_core::odata::{Filter, FilterError, Join, Literal};
 
 /// Graph's default and maximum page sizes for `/users`.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -537,156 +538,23 @@ fn project(user: &User, props: &[&str]) -> Value {
 // $filter
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq)]
-enum Literal {
-    Str(String),
-    Bool(bool),
-    Null,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Clause {
-    prop: &'static str,
-    value: Literal,
-}
-
-impl Clause {
-    fn matches(&self, user: &User) -> bool {
-        let actual = user.get(self.prop).unwrap_or(&Value::Null);
-        match &self.value {
-            Literal::Bool(b) => actual.as_bool() == Some(*b),
-            Literal::Str(s) => actual.as_str().is_some_and(|a| a.to_lowercase() == s.to_lowercase()),
-            Literal::Null => actual.is_null(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Join {
-    And,
-    Or,
-}
-
-/// A parsed `$filter`: clauses all joined by the same operator.
-#[derive(Debug, Clone, PartialEq)]
-struct Filter {
-    join: Join,
-    clauses: Vec<Clause>,
-}
-
-impl Filter {
-    fn matches(&self, user: &User) -> bool {
-        match self.join {
-            Join::And => self.clauses.iter().all(|c| c.matches(user)),
-            Join::Or => self.clauses.iter().any(|c| c.matches(user)),
-        }
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum Token {
-    Word(String),
-    Quoted(String),
-}
-
-fn tokenize(raw: &str) -> Result<Vec<Token>, GraphError> {
-    let syntax = |why: &str| GraphError::bad_request(format!("Invalid filter clause: {why} in '{raw}'."));
-    let mut tokens = Vec::new();
-    let mut chars = raw.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if c == '\'' {
-            chars.next();
-            let mut s = String::new();
-            loop {
-                match chars.next() {
-                    Some('\'') if chars.peek() == Some(&'\'') => {
-                        chars.next();
-                        s.push('\'');
-                    }
-                    Some('\'') => break,
-                    Some(c) => s.push(c),
-                    None => return Err(syntax("unterminated string literal")),
-                }
-            }
-            tokens.push(Token::Quoted(s));
-        } else if c.is_alphanumeric() || c == '_' || c == '.' || c == '/' || c == '-' {
-            let mut w = String::new();
-            while let Some(&c) = chars.peek() {
-                if c.is_alphanumeric() || c == '_' || c == '.' || c == '/' || c == '-' {
-                    w.push(c);
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            tokens.push(Token::Word(w));
-        } else {
-            return Err(GraphError::unsupported(format!(
-                "Unsupported or invalid query filter clause: '{c}' in '{raw}'. The sandbox supports \
-                 `property eq 'value'` clauses joined with `and`."
-            )));
-        }
-    }
-    Ok(tokens)
-}
-
-/// Parses `prop eq literal (and|or prop eq literal)*`. Only the syntax is
-/// checked here; which properties may be filtered is up to the caller.
+/// Parses a `$filter` with the product's own parser (`xaas_core::odata`),
+/// its properties named the way the directory names them.
 fn parse_filter(raw: &str) -> Result<Filter, GraphError> {
-    let syntax = |why: String| GraphError::bad_request(format!("Invalid filter clause: {why} in '{raw}'."));
-    let tokens = tokenize(raw)?;
-    let mut clauses = Vec::new();
-    let mut join = None;
-    let mut it = tokens.into_iter();
-    loop {
-        let prop = match it.next() {
-            Some(Token::Word(w)) => w,
-            Some(Token::Quoted(q)) => return Err(syntax(format!("expected a property name, found '{q}'"))),
-            None => return Err(syntax("expected a property name".into())),
-        };
-        let prop = canonical_property(&prop).ok_or_else(|| {
-            GraphError::bad_request(format!("Could not find a property named '{prop}' on type 'microsoft.graph.user'."))
+    let mut filter = Filter::parse(raw).map_err(|e| match e {
+        FilterError::Syntax(why) => GraphError::bad_request(why),
+        FilterError::Unsupported(why) => GraphError::unsupported(why),
+    })?;
+    for clause in &mut filter.clauses {
+        let prop = canonical_property(&clause.prop).ok_or_else(|| {
+            GraphError::bad_request(format!(
+                "Could not find a property named '{}' on type 'microsoft.graph.user'.",
+                clause.prop
+            ))
         })?;
-        match it.next() {
-            Some(Token::Word(op)) if op.eq_ignore_ascii_case("eq") => {}
-            Some(Token::Word(op)) => {
-                return Err(GraphError::unsupported(format!(
-                    "Unsupported or invalid query filter clause specified for property '{prop}' of resource \
-                     'User': operator '{op}' is not supported by the sandbox (only eq)."
-                )));
-            }
-            _ => return Err(syntax(format!("expected 'eq' after '{prop}'"))),
-        }
-        let value = match it.next() {
-            Some(Token::Quoted(s)) => Literal::Str(s),
-            Some(Token::Word(w)) if w.eq_ignore_ascii_case("true") => Literal::Bool(true),
-            Some(Token::Word(w)) if w.eq_ignore_ascii_case("false") => Literal::Bool(false),
-            Some(Token::Word(w)) if w.eq_ignore_ascii_case("null") => Literal::Null,
-            Some(Token::Word(w)) => return Err(syntax(format!("'{w}' is not a literal"))),
-            None => return Err(syntax(format!("expected a value after '{prop} eq'"))),
-        };
-        clauses.push(Clause { prop, value });
-        match it.next() {
-            None => break,
-            Some(Token::Word(w)) => {
-                let this = match w.to_ascii_lowercase().as_str() {
-                    "and" => Join::And,
-                    "or" => Join::Or,
-                    _ => return Err(syntax(format!("expected 'and' or 'or', found '{w}'"))),
-                };
-                if join.is_some_and(|j| j != this) {
-                    return Err(GraphError::unsupported(
-                        "Mixing 'and' and 'or' in one $filter is not supported by the sandbox.",
-                    ));
-                }
-                join = Some(this);
-            }
-            Some(Token::Quoted(q)) => return Err(syntax(format!("unexpected '{q}'"))),
-        }
+        clause.prop = prop.to_string();
     }
-    Ok(Filter { join: join.unwrap_or(Join::And), clauses })
+    Ok(filter)
 }
 
 /// Properties `/users` filters with `eq` by default, and with advanced queries.
@@ -724,15 +592,16 @@ fn users_filter(raw: &str, advanced: bool) -> Result<Filter, GraphError> {
         return Err(GraphError::unsupported("The sandbox supports only 'and' between $filter clauses on /users."));
     }
     for clause in &filter.clauses {
-        let allowed = FILTER_DEFAULT.contains(&clause.prop) || (advanced && FILTER_ADVANCED.contains(&clause.prop));
+        let prop = clause.prop.as_str();
+        let allowed = FILTER_DEFAULT.contains(&prop) || (advanced && FILTER_ADVANCED.contains(&prop));
         let typed = match clause.value {
-            Literal::Bool(_) => clause.prop == "accountEnabled",
-            Literal::Str(_) => clause.prop != "accountEnabled",
+            Literal::Bool(_) => prop == "accountEnabled",
+            Literal::Str(_) => prop != "accountEnabled",
             // `eq null` needs an advanced query, and is never allowed on these.
-            Literal::Null => advanced && !matches!(clause.prop, "accountEnabled" | "userPrincipalName" | "id"),
+            Literal::Null => advanced && !matches!(prop, "accountEnabled" | "userPrincipalName" | "id"),
         };
         if !allowed || !typed {
-            return Err(unsupported_clause(clause.prop));
+            return Err(unsupported_clause(prop));
         }
     }
     Ok(filter)
@@ -1039,6 +908,8 @@ fn check_carried(opts: &Options, select: &Option<String>, filter: &Option<String
 
 #[cfg(test)]
 mod tests {
+    use xaas_core::odata::Clause;
+
     use super::*;
 
     #[test]
@@ -1047,8 +918,8 @@ mod tests {
         assert_eq!(
             f.clauses,
             [
-                Clause { prop: "department", value: Literal::Str("O'Brien & Co".into()) },
-                Clause { prop: "accountEnabled", value: Literal::Bool(false) },
+                Clause { prop: "department".into(), value: Literal::Str("O'Brien & Co".into()) },
+                Clause { prop: "accountEnabled".into(), value: Literal::Bool(false) },
             ]
         );
         assert_eq!(users_filter("mobilePhone eq '1'", false).unwrap_err().code, "Request_UnsupportedQuery");

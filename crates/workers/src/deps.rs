@@ -164,7 +164,8 @@ impl SyncClients {
             // The original workflow's second main flow: disabled users only.
             xaas_core::Mode::Deactivate => Some("accountEnabled eq false".to_string()),
             xaas_core::Mode::Full => source.filter.clone(),
-            // Graph refuses $filter on delta (other than by id).
+            // Graph refuses $filter on delta (other than by id): the mapper
+            // applies `source.delta_filter` to each record instead.
             xaas_core::Mode::Delta => None,
         };
         UsersQuery { page_size: source.page_size, select: source.select.clone(), filter }

@@ -63,6 +63,14 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
         return stage::fail(deps, &msg.run_id, &msg.sync, "fetcher", error).await;
     };
     let mode = msg.options.mode;
+    if let (Mode::Delta, Some(Err(e))) = (mode, &clients.config.source.delta_filter) {
+        let error = format!(
+            "{}: a delta run applies it to each record itself (Graph's delta takes no $filter), and cannot: {e}; \
+             use `property eq 'value'` clauses joined by and (or by or), or run this sync in full mode",
+            clients.config.setting("source.filter")
+        );
+        return stage::fail(deps, &msg.run_id, &msg.sync, "fetcher", error).await;
+    }
     let query = clients.users_query(mode);
     let url = match &msg.link {
         Some(link) => link.clone(),

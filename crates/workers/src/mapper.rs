@@ -8,6 +8,7 @@
 use serde_json::Value;
 use xaas_broker::Outcome;
 use xaas_core::mapping::{Filter, MappingRules, map_page};
+use xaas_core::odata;
 use xaas_core::packing::cut;
 use xaas_core::{Batch, EventKind, ExternalId, Mode, OktaProfile, Op, Page, Rejected};
 
@@ -43,10 +44,32 @@ fn op_for(mode: Mode, user: &Value) -> Option<Op> {
 }
 
 /// Maps one page into batches. Pure: the handler publishes the result.
-pub fn map(rules: &MappingRules, limits: &xaas_core::limits::Limits, page: &Page) -> MappedPage {
+///
+/// `source_filter` is the sync's `source.filter`, which Graph applied to a
+/// full run's pages but cannot apply to a delta round's: here a delta
+/// record outside it is out of scope, as it would be in a full run. The
+/// round that reads the full state skips them (reconciliation deactivates
+/// those who were synced); a round of changes deactivates them, because
+/// they left the scope.
+pub fn map(
+    rules: &MappingRules,
+    source_filter: Option<&odata::Filter>,
+    limits: &xaas_core::limits::Limits,
+    page: &Page,
+) -> MappedPage {
     let mode = page.options.mode;
+    let changes_only = mode == Mode::Delta && !page.options.full_state;
     let (mut upserts, mut deletes, mut skipped) = (Vec::new(), Vec::new(), 0u32);
+    let in_source = |u: &Value| source_filter.is_none_or(|f| u.as_object().is_some_and(|o| f.matches(o)));
     for user in &page.users {
+        if mode == Mode::Delta && !in_source(user) {
+            if changes_only {
+                deletes.push(user.clone());
+            } else {
+                skipped += 1;
+            }
+            continue;
+        }
         match op_for(mode, user) {
             Some(Op::Upsert) => upserts.push(user.clone()),
             Some(Op::Delete) => deletes.push(user.clone()),
@@ -57,7 +80,7 @@ pub fn map(rules: &MappingRules, limits: &xaas_core::limits::Limits, page: &Page
     up.filtered_out += skipped;
     // (Not in the round that reads the full state: there the filter just
     // filters, and reconciliation deactivates who is out of scope.)
-    if mode == Mode::Delta && !page.options.full_state {
+    if changes_only {
         // A changed user who no longer passes the filter (moved to another
         // department) has left the sync's scope: deactivate them, as a full
         // run's reconciliation would. The uploader drops deletes for users
@@ -67,7 +90,7 @@ pub fn map(rules: &MappingRules, limits: &xaas_core::limits::Limits, page: &Page
         deletes.extend(left);
     }
     let unfiltered = MappingRules { mapping: rules.mapping.clone(), filter: Filter::none() };
-    let delete_rules = if mode == Mode::Delta && !page.options.full_state { &unfiltered } else { rules };
+    let delete_rules = if changes_only { &unfiltered } else { rules };
     let mut down = map_page(delete_rules, &deletes, Op::Delete);
     let mut rejected = up.rejected;
     rejected.append(&mut down.rejected);
@@ -143,7 +166,9 @@ pub async fn handle(deps: &Deps, page: Page, ctx: &Ctx) -> Outcome {
         return stage::fail(deps, &page.run_id, &page.sync, "mapper", error).await;
     };
     let sync = &clients.config;
-    let mapped = map(&sync.rules, &sync.limits, &page);
+    // A filter that cannot be applied to records failed the run in the fetcher.
+    let source_filter = sync.source.delta_filter.as_ref().and_then(|f| f.as_ref().ok());
+    let mapped = map(&sync.rules, source_filter, &sync.limits, &page);
     let queue = deps.broker.names().batches(&page.sync);
     let publish = async {
         for batch in &mapped.batches {
@@ -217,15 +242,41 @@ mod tests {
             user("moved", "Sales", true),
             user("off", "Okta Workflows", false),
         ];
-        let delta = map(&rules(), &Limits::OKTA, &page(Mode::Delta, users.clone()));
+        let delta = map(&rules(), None, &Limits::OKTA, &page(Mode::Delta, users.clone()));
         assert_eq!(
             ops(&delta),
             vec![(Op::Upsert, vec!["stay".into()]), (Op::Delete, vec!["off".into(), "moved".into()])]
         );
         assert_eq!(delta.filtered_out, 0);
-        let full = map(&rules(), &Limits::OKTA, &page(Mode::Full, users));
+        let full = map(&rules(), None, &Limits::OKTA, &page(Mode::Full, users));
         // Disabled users are never upserted, whatever the source's $filter.
         assert_eq!(ops(&full), vec![(Op::Upsert, vec!["stay".into()])]);
         assert_eq!(full.filtered_out, 2);
+    }
+
+    #[test]
+    fn a_delta_round_applies_the_source_filter_graph_could_not() {
+        let users = vec![user("member", "Okta Workflows", true), user("guest", "Okta Workflows", true)];
+        let users: Vec<Value> = users
+            .into_iter()
+            .map(|mut u| {
+                let kind = if u["id"] == "guest" { "Guest" } else { "Member" };
+                u["userType"] = json!(kind);
+                u
+            })
+            .collect();
+        let filter = odata::Filter::parse("userType eq 'Member'").unwrap();
+        // The round that reads the full state leaves the guest out, as Graph would have.
+        let mut initial = page(Mode::Delta, users.clone());
+        initial.options.full_state = true;
+        let m = map(&rules(), Some(&filter), &Limits::OKTA, &initial);
+        assert_eq!(ops(&m), vec![(Op::Upsert, vec!["member".into()])]);
+        assert_eq!(m.filtered_out, 1);
+        // A round of changes: the guest is out of scope, so deactivated if synced.
+        let m = map(&rules(), Some(&filter), &Limits::OKTA, &page(Mode::Delta, users.clone()));
+        assert_eq!(ops(&m), vec![(Op::Upsert, vec!["member".into()]), (Op::Delete, vec!["guest".into()])]);
+        // Without a source filter, both are upserted.
+        let m = map(&rules(), None, &Limits::OKTA, &page(Mode::Delta, users));
+        assert_eq!(ops(&m), vec![(Op::Upsert, vec!["member".into(), "guest".into()])]);
     }
 }
