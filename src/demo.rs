@@ -72,10 +72,9 @@ pub async fn run(config_path: &Path, args: DemoArgs) -> Result<(), Failure> {
     let sync = SyncName::parse(DEMO_SYNC).map_err(|e| StartupError::Other(e.to_string()))?;
     config.sync(&sync).map_err(StartupError::Config)?;
     if !any_broker_answers(&config.broker.addresses).await {
-        let first = config.broker.addresses.first();
-        let (host, port) = (first.host(), first.port());
         return Err(StartupError::Other(format!(
-            "no RabbitMQ answers at {host}:{port}: start one (`docker compose up rabbitmq`, `docker run -d -p 5672:5672 rabbitmq:4.2-management`, or Debian's rabbitmq-server) or point AMQP_URL at yours",
+            "broker.url: no RabbitMQ answers at {}: start one (`docker compose up rabbitmq`, `docker run -d -p 5672:5672 rabbitmq:4.2-management`, or Debian's rabbitmq-server) or point AMQP_URL at yours",
+            config.broker.addresses,
         ))
         .into());
     }

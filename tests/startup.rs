@@ -230,7 +230,8 @@ fn demo_without_a_broker_gives_one_line_of_advice_at_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("no RabbitMQ answers at 127.0.0.1:1") && errors[0].contains("docker"), "{stderr}");
+    assert!(errors[0].starts_with("error: broker.url: no RabbitMQ answers at "), "{stderr}");
+    assert!(errors[0].contains("127.0.0.1:1/") && errors[0].contains("docker"), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 }
 
