@@ -123,15 +123,22 @@ impl GraphClient {
     pub async fn create_user(&self, user: &serde_json::Value) -> Result<Created, GraphError> {
         let request = self.inner.endpoints.create_user_request(user);
         let inner = &*self.inner;
+        self.retried("create", || inner.create_once(&request)).await
+    }
+
+    /// Runs one Graph call, retrying what may pass with the client's backoff.
+    async fn retried<T, Fut>(&self, what: &'static str, call: impl FnMut() -> Fut) -> Result<T, GraphError>
+    where
+        Fut: std::future::Future<Output = Result<T, GraphError>>,
+    {
         let retry = self.retry;
-        (|| inner.create_once(&request))
-            .retry(retry.backoff())
+        call.retry(retry.backoff())
             .sleep(tokio::time::sleep)
             .when(GraphError::is_retryable)
             .adjust(|err, backoff| retry.next_wait(err, backoff))
             .notify(|err, wait| {
                 metrics::counter!("graph_retries_total", "reason" => err.kind()).increment(1);
-                tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "retrying a Graph create");
+                tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "retrying a Graph {what}");
             })
             .await
     }
@@ -140,18 +147,7 @@ impl GraphClient {
         let request = self.inner.endpoints.page_request(link, max_page_size)?;
         let span = tracing::debug_span!("graph_page", path = request.url.path());
         let inner = &*self.inner;
-        let retry = self.retry;
-        (|| inner.get_once(&request))
-            .retry(retry.backoff())
-            .sleep(tokio::time::sleep)
-            .when(GraphError::is_retryable)
-            .adjust(|err, backoff| retry.next_wait(err, backoff))
-            .notify(|err, wait| {
-                metrics::counter!("graph_retries_total", "reason" => err.kind()).increment(1);
-                tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "retrying a Graph request");
-            })
-            .instrument(span)
-            .await
+        self.retried("request", || inner.get_once(&request)).instrument(span).await
     }
 }
 

@@ -128,19 +128,7 @@ fn invalid(property: &'static str) -> GraphError {
 /// Graph's 201 body: the default property set of the new user.
 fn created(user: &Map<String, Value>) -> Value {
     let mut out = json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity" });
-    for p in [
-        "id",
-        "businessPhones",
-        "displayName",
-        "givenName",
-        "jobTitle",
-        "mail",
-        "mobilePhone",
-        "officeLocation",
-        "preferredLanguage",
-        "surname",
-        "userPrincipalName",
-    ] {
+    for &p in super::DEFAULT_SELECT {
         let value = user.get(p).cloned().unwrap_or(if p == "businessPhones" { json!([]) } else { Value::Null });
         out[p] = value;
     }
