@@ -281,6 +281,9 @@ mod tests {
         let sorted = sort(&newer, None, &r, &queued);
         assert_eq!(sorted.send.len(), 1);
         assert!(sorted.flush_first);
+        // Another part of page 5 itself is not older than page 5: sorted, not skipped.
+        let same_page = batch(Mode::Delta, 5, Op::Upsert, vec![profile("a", "Limerick")]);
+        assert_eq!(sort(&same_page, None, &r, &queued).send.len(), 1);
         // A later removal is queued for the end of the run.
         let gone = batch(Mode::Delta, 8, Op::Delete, vec![OktaProfile { profile: None, ..profile("a", "") }]);
         assert_eq!(sort(&gone, None, &r, &queued).queued_deletes.len(), 1);
@@ -315,5 +318,43 @@ mod tests {
         later.parent = Some(first);
         lineage.note((2, later.copy), later.parent, false);
         assert_eq!(sort_batch(&later, positions(&later), None, &r, &queued, &lineage).refused.len(), 1);
+    }
+
+    #[test]
+    fn a_user_a_predecessor_accounted_for_earlier_in_the_chain_is_a_duplicate() {
+        let r = roster(&[]);
+        let mut lineage = Lineage::default();
+        lineage.note((0, CopyId::from_u64(10)), None, false);
+        lineage.note((1, CopyId::from_u64(11)), Some(CopyId::from_u64(10)), false);
+        lineage.note((2, CopyId::from_u64(12)), Some(CopyId::from_u64(11)), false);
+        lineage.note((3, CopyId::from_u64(13)), Some(CopyId::from_u64(12)), false);
+        // The events say copy 12 of page 2 held "a" (unchanged).
+        let events = [RunEvent::new(
+            run_id(),
+            sync(),
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            EventKind::ProfilesUnchanged {
+                pieces: vec![Piece {
+                    page_seq: 2,
+                    part: 0,
+                    parts: 1,
+                    len: 1,
+                    total_pages: None,
+                    from: 0,
+                    to: 1,
+                    copy: CopyId::from_u64(12),
+                    parent: Some(CopyId::from_u64(11)),
+                    ..Default::default()
+                }],
+                external_ids: vec![ExternalId::parse("a").unwrap()],
+            },
+        )];
+        let ledger = Ledger::replay(sync(), &events);
+        let mut b = batch(Mode::Full, 3, Op::Upsert, vec![profile("a", "Cork")]);
+        b.copy = CopyId::from_u64(13);
+        b.parent = Some(CopyId::from_u64(12));
+        let sorted = sort_batch(&b, positions(&b), ledger.run(&run_id()), &r, &HashMap::new(), &lineage);
+        assert_eq!(sorted.refused.len(), 1, "page 3 descends from the copy of page 2 that held \"a\"");
+        assert!(sorted.refused[0].2.contains("on page 2"), "{}", sorted.refused[0].2);
     }
 }
