@@ -544,6 +544,23 @@ mod tests {
         RunId::parse("r1").unwrap()
     }
 
+    #[test]
+    fn coverage_merges_only_ranges_that_touch_or_overlap() {
+        let mut c = Coverage { len: 7, ranges: vec![] };
+        c.add(5, 7);
+        c.add(0, 2);
+        assert_eq!(c.ranges, [(0, 2), (5, 7)], "a gap stays a gap");
+        assert!(!c.is_complete());
+        assert!(!c.contains(3));
+        c.add(2, 3);
+        assert_eq!(c.ranges, [(0, 3), (5, 7)], "touching ranges merge");
+        c.add(1, 6);
+        assert_eq!(c.ranges, [(0, 7)]);
+        assert!(c.is_complete());
+        c.add(4, 4);
+        assert_eq!(c.ranges, [(0, 7)], "an empty range adds nothing");
+    }
+
     fn at(secs: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_700_000_000 + secs).unwrap()
     }
