@@ -1,8 +1,10 @@
-//! Regression tests of issue 8's defects 4 to 7, against the real broker,
-//! the `xaas` binary and the sandbox: two syncs on one identity source, a
-//! delta run with an unknown roster, an Okta outage that must fail its run,
-//! and hosts whose clocks disagree with Okta's. Each failed on the code
-//! before the fixes (`XAAS_TEST_BIN` runs them against another build).
+//! Regression tests of issue 8's defects 4 and 5, against the real broker,
+//! the `xaas` binary and the sandbox: two syncs on one identity source, and a
+//! delta run with an unknown roster; plus the override and the source filter
+//! the issue also names. Each failed on the code before the fixes
+//! (`XAAS_TEST_BIN` runs them against another build). Defects 1 to 3 and 6
+//! to 7 are in `regressions_interleavings.rs`, `regressions_uploader.rs` and
+//! `regressions_leadership.rs`.
 
 mod common;
 mod sync_support;

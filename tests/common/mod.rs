@@ -140,6 +140,9 @@ pub struct Options {
     pub rate_limit_window: Option<Duration>,
     /// Okta auth by an OAuth service app (private_key_jwt) instead of an API token.
     pub service_app: bool,
+    /// The share of generated users that are disabled; `None`: the sandbox's
+    /// default (10%). 0 makes every generated user count.
+    pub disabled_share: Option<f64>,
 }
 
 impl Default for Options {
@@ -154,6 +157,7 @@ impl Default for Options {
             amqp_url: None,
             rate_limit_window: None,
             service_app: false,
+            disabled_share: None,
         }
     }
 }
@@ -198,6 +202,9 @@ impl Env {
             cfg.rate_limit_window = window;
         }
         cfg.generate_other_dept_share = opts.other_dept_share;
+        if let Some(share) = opts.disabled_share {
+            cfg.generate_disabled_share = share;
+        }
         if opts.service_app {
             cfg.okta_public_key = Some(repo().join("crates/sim/tests/fixtures/okta-test-service-app.pub.pem"));
         }
