@@ -614,6 +614,16 @@ mod tests {
     }
 
     #[test]
+    fn a_page_that_names_no_parts_is_never_complete() {
+        let replay = |parts| {
+            let events = [ev(0, loaded("s1", 1, vec![piece(0, 0, parts, 1, 0, 1, Some(1))]))];
+            Ledger::replay(sync(), &events).run(&run()).is_some_and(RunProgress::is_loaded)
+        };
+        assert!(replay(1), "the run's only page, wholly loaded");
+        assert!(!replay(0), "an event without a part count proves nothing");
+    }
+
+    #[test]
     fn counts_requests_from_intents_so_a_crash_errs_high() {
         let events = vec![
             ev(0, EventKind::SessionOpened { session_id: "s1".into() }),
