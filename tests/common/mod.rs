@@ -129,6 +129,8 @@ pub struct Options {
     pub seed_csv: bool,
     pub generate: Option<usize>,
     pub other_dept_share: f64,
+    /// Share of generated users that are disabled; `None` keeps the sandbox's 10 %.
+    pub disabled_share: Option<f64>,
     pub cooldown: Duration,
     pub import_duration: Duration,
     pub page_size: u16,
@@ -151,6 +153,7 @@ impl Default for Options {
             seed_csv: true,
             generate: None,
             other_dept_share: 0.3,
+            disabled_share: None,
             cooldown: Duration::from_secs(2),
             import_duration: Duration::from_millis(300),
             page_size: 999,
