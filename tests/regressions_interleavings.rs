@@ -1,4 +1,4 @@
-//! Regression tests for issue 8's reproduced defects 1–3, against the real
+//! Regression tests for issue 8's reproduced defect 1, against the real
 //! broker, the `xaas` binary and the sandbox. Run them against a pre-fix build
 //! with `XAAS_TEST_BIN=<path>` to see them fail.
 

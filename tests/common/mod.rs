@@ -142,9 +142,6 @@ pub struct Options {
     pub rate_limit_window: Option<Duration>,
     /// Okta auth by an OAuth service app (private_key_jwt) instead of an API token.
     pub service_app: bool,
-    /// The share of generated users that are disabled; `None`: the sandbox's
-    /// default (10%). 0 makes every generated user count.
-    pub disabled_share: Option<f64>,
 }
 
 impl Default for Options {
@@ -160,7 +157,6 @@ impl Default for Options {
             amqp_url: None,
             rate_limit_window: None,
             service_app: false,
-            disabled_share: None,
         }
     }
 }
