@@ -342,3 +342,46 @@ fn a_page_read_twice_is_taken_whole_and_the_run_ends_along_either_lineage() {
     let out = rig.answer(&out, Ok(Answer::Accepted));
     assert!(out.iter().any(|c| matches!(c, Command::Publish(_))), "the run is loaded: {out:#?}");
 }
+
+#[test]
+fn a_successor_counts_the_pages_its_predecessor_loaded() {
+    // The predecessor loaded page 0 (copy 100) into s1, then died; the
+    // successor receives only page 1, the last. The log's lineage says page
+    // 0 is in, so the run is all in and goes out at once.
+    let piece = crate::messages::Piece {
+        page_seq: 0,
+        part: 0,
+        parts: 1,
+        len: 2,
+        total_pages: None,
+        from: 0,
+        to: 2,
+        copy: CopyId::from_u64(100),
+        parent: None,
+    };
+    let log = vec![
+        RunEvent::new(run(), sync(), t(0), EventKind::RunStarted { options: RunOptions::default() }),
+        RunEvent::new(run(), sync(), t(1), EventKind::SessionOpened { session_id: "s1".into() }),
+        RunEvent::new(
+            run(),
+            sync(),
+            t(2),
+            EventKind::BulkLoaded {
+                session_id: "s1".into(),
+                request_no: 1,
+                op: Op::Upsert,
+                profiles: 2,
+                bytes: 10,
+                pieces: vec![piece],
+                changes: vec![],
+            },
+        ),
+    ];
+    let (mut rig, _) = Rig::active(log);
+    rig.m.settings.limits.profiles_per_request = 200;
+    let (_, out) = rig.batch(page(1, true, &["c"]));
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Okta { .. })),
+        "one profile short of a full request, but the run is all in: it is sent: {out:#?}"
+    );
+}
