@@ -250,3 +250,52 @@ async fn a_missing_or_bad_webhook_stops_the_worker_at_start_naming_the_setting()
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_workers_one_sends_each_alert_and_the_other_takes_over_when_it_dies() {
+    let mut env = Env::start("alerts-lease", Options::default()).await;
+    configure(&env, "[syncs.demo.alerts]\nevents = [\"message_parked\"]");
+    let hook = receiver(0).await;
+    env.spawn_worker_env("all", "w1", &[(HOOK_VAR, Some(&hook.url))]);
+    env.spawn_worker_env("all", "w2", &[(HOOK_VAR, Some(&hook.url))]);
+    const SENDS: &str = "alerts: this process sends the alerts";
+    let leader = |env: &Env| ["w1", "w2"].into_iter().filter(|w| env.log(w).contains(SENDS)).collect::<Vec<_>>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while leader(&env).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "nobody took the alerts lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let requests = env.broker.names().requests();
+    env.broker.publish_raw("", &requests, b"{first", props("poison-first")).await.unwrap();
+    hook.wait_accepted(1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(hook.accepted().len(), 1, "one process sent it: {:?}", hook.requests());
+    let first = leader(&env);
+    assert_eq!(first.len(), 1, "exactly one holder of the lease: {first:?}");
+    let (dead, standby) = if first[0] == "w1" { ("w1", "w2") } else { ("w2", "w1") };
+
+    env.kill_worker(dead);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !env.log(standby).contains(SENDS) {
+        assert!(tokio::time::Instant::now() < deadline, "the standby never took over:\n{}", env.log(standby));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.broker.publish_raw("", &requests, b"{second", props("poison-second")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !hook.accepted().iter().any(|b| b["message_id"] == "poison-second") {
+        assert!(tokio::time::Instant::now() < deadline, "no alert after the takeover: {:?}", hook.requests());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let accepted = hook.accepted();
+    let count = |id: &str| accepted.iter().filter(|b| b["message_id"] == id).count();
+    assert_eq!(count("poison-second"), 1, "{accepted:?}");
+    // At least once: the new holder tells again what it cannot know was
+    // sent (the last five minutes), with the same id for the receiver to drop.
+    assert!((1..=2).contains(&count("poison-first")), "{accepted:?}");
+    let ids: std::collections::BTreeSet<&str> =
+        accepted.iter().filter(|b| b["message_id"] == "poison-first").map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "a repeat has the same id: {accepted:?}");
+    env.finish().await;
+}
