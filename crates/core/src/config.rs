@@ -326,7 +326,9 @@ fn parse_sync(name: SyncName, mut sec: Section<'_>) -> Result<SyncConfig> {
     let limits = sec.section("limits")?;
     let guards = sec.section("guards")?;
     let retry = sec.section("retry")?;
-    let alerts = sec.table.contains_key("alerts").then(|| sec.section("alerts")).transpose()?;
+    // Present, even empty, means the sync has a webhook.
+    let has_alerts = sec.table.contains_key("alerts");
+    let alerts = Some(sec.section("alerts")?).filter(|_| has_alerts);
     sec.finish()?;
 
     let rules = parse_rules(&name, mapping, filter)?;

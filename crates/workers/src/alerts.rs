@@ -168,13 +168,13 @@ fn dispatch(queues: &Queues, alerts: Vec<Alert>) {
         }
         let id = alert.id();
         if let Err(e) = tx.try_send(alert) {
-            metrics::counter!("xaas_alerts_dropped_total", "sync" => config_sync(&e)).increment(1);
+            metrics::counter!("xaas_alerts_dropped_total", "sync" => dropped_sync(&e)).increment(1);
             tracing::warn!(alert = %id, "alerts: the webhook's queue is full (its receiver is slow or down); alert dropped");
         }
     }
 }
 
-fn config_sync(e: &mpsc::error::TrySendError<Alert>) -> String {
+fn dropped_sync(e: &mpsc::error::TrySendError<Alert>) -> String {
     match e {
         mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => a.sync().to_string(),
     }
