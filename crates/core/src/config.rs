@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::alerts::{AlertFormat, AlertKind, AlertsConfig};
 use crate::broker_address::BrokerAddresses;
 use crate::ids::SyncName;
 use crate::limits::Limits;
@@ -117,6 +118,8 @@ pub struct SyncConfig {
     /// `[syncs.<name>.retry]`: how long a failing Okta call is retried
     /// before its run fails.
     pub retry: RetryBudget,
+    /// `[syncs.<name>.alerts]`: the sync's webhook, when it has one.
+    pub alerts: Option<AlertsConfig>,
 }
 
 impl SyncConfig {
@@ -323,6 +326,9 @@ fn parse_sync(name: SyncName, mut sec: Section<'_>) -> Result<SyncConfig> {
     let limits = sec.section("limits")?;
     let guards = sec.section("guards")?;
     let retry = sec.section("retry")?;
+    // Present, even empty, means the sync has a webhook.
+    let has_alerts = sec.table.contains_key("alerts");
+    let alerts = Some(sec.section("alerts")?).filter(|_| has_alerts);
     sec.finish()?;
 
     let rules = parse_rules(&name, mapping, filter)?;
@@ -332,6 +338,7 @@ fn parse_sync(name: SyncName, mut sec: Section<'_>) -> Result<SyncConfig> {
         limits: parse_limits(limits)?,
         guards: parse_guards(guards)?,
         retry: parse_retry(retry)?,
+        alerts: alerts.map(|a| parse_alerts(&name, a)).transpose()?,
         rules,
         schedule,
         schedule_mode,
@@ -383,6 +390,49 @@ fn parse_retry(mut sec: Section<'_>) -> Result<RetryBudget> {
     };
     sec.finish()?;
     Ok(RetryBudget { attempts, within })
+}
+
+/// `[syncs.<name>.alerts]`: where the webhook URL is read from, the body
+/// format and which events alert. The URL itself is checked by the role that
+/// reads it (`alerts::webhook_url`).
+fn parse_alerts(name: &SyncName, mut sec: Section<'_>) -> Result<AlertsConfig> {
+    let webhook = secret(
+        &mut sec,
+        SecretKind::AlertWebhook,
+        ("webhook_url_env", "webhook_url_file"),
+        default_secret_var(name, "ALERT_WEBHOOK"),
+    )?;
+    let format = match sec.take("format") {
+        Some(s) => match s.string()?.as_str() {
+            "json" => AlertFormat::Json,
+            "slack" => AlertFormat::Slack,
+            other => {
+                return Err(s.invalid(format!(
+                    "{other:?} is not an alert format; use \"json\" (a generic JSON body) or \"slack\" \
+                     (a Slack incoming-webhook body)"
+                )));
+            }
+        },
+        None => AlertFormat::Json,
+    };
+    let names = || AlertKind::ALL.map(AlertKind::as_str).join(", ");
+    let events = match sec.take("events") {
+        Some(s) => {
+            let list = s.strings()?;
+            if list.is_empty() {
+                return Err(s.invalid(format!("is empty; list some of {}, or remove the alerts table", names())));
+            }
+            list.iter()
+                .map(|e| {
+                    AlertKind::parse(e).ok_or_else(|| s.invalid(format!("{e:?} is not an alert; use {}", names())))
+                })
+                .collect::<Result<_>>()?
+        }
+        None => AlertKind::ALL.into_iter().collect(),
+    };
+    let allow_insecure_http = sec.take("allow_insecure_http").map(|s| s.bool()).transpose()?.unwrap_or(false);
+    sec.finish()?;
+    Ok(AlertsConfig { webhook, format, events, allow_insecure_http })
 }
 
 fn parse_rules(name: &SyncName, mut mapping: Section<'_>, filter: Section<'_>) -> Result<MappingRules> {

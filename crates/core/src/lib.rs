@@ -2,6 +2,7 @@
 //! reads except where a caller passes the time in. The other crates speak to
 //! the outside world and hand their results to these types.
 
+pub mod alerts;
 pub mod broker_address;
 pub mod changes;
 pub mod config;

@@ -17,6 +17,8 @@ pub enum SecretKind {
     GraphClientSecret,
     OktaApiToken,
     OktaPrivateKey,
+    /// A sync's alerts webhook URL (`[syncs.<name>.alerts]`).
+    AlertWebhook,
 }
 
 impl SecretKind {
@@ -25,6 +27,7 @@ impl SecretKind {
             Self::GraphClientSecret => "the Graph client secret",
             Self::OktaApiToken => "the Okta API token",
             Self::OktaPrivateKey => "the Okta service app's private key",
+            Self::AlertWebhook => "the alerts webhook URL",
         }
     }
 

@@ -4,6 +4,7 @@
 //! commands an operator runs.
 
 pub mod admission;
+pub mod alerts;
 pub mod app;
 pub mod commands;
 pub mod deps;

@@ -73,6 +73,12 @@ pub async fn run(deps: Deps, role: Role, shutdown: CancellationToken) -> Result<
         crate::scheduler::schedules(&deps)?;
         tasks.spawn(crate::scheduler::run(deps.clone(), shutdown.clone()));
     }
+    // Alerts go out from one process per deployment (a lease decides which).
+    if matches!(role, Role::All | Role::Scheduler)
+        && let Some(alerts) = crate::alerts::Alerts::build(&deps.config, &crate::app::process_env)?
+    {
+        tasks.spawn(alerts.run(deps.broker.clone(), shutdown.clone()));
+    }
     if role.runs(Role::Fetcher) {
         stage(&mut tasks, &deps, names.requests(), &shutdown, |d, req: SyncRequest, ctx| async move {
             fetcher::handle_request(&d, req, &ctx).await
