@@ -344,7 +344,6 @@ mod tests {
                     to: 1,
                     copy: CopyId::from_u64(12),
                     parent: Some(CopyId::from_u64(11)),
-                    ..Default::default()
                 }],
                 external_ids: vec![ExternalId::parse("a").unwrap()],
             },
