@@ -614,6 +614,17 @@ mod tests {
     }
 
     #[test]
+    fn a_run_remembers_the_delta_link_it_received() {
+        let started = ev(0, EventKind::RunStarted { options: RunOptions::default() });
+        let ledger = Ledger::replay(sync(), std::slice::from_ref(&started));
+        assert_eq!(ledger.run(&run()).and_then(RunProgress::delta_link), None, "none received yet");
+        let link = "https://graph.example/v1.0/users/delta?$deltatoken=abc";
+        let events = [started, ev(1, EventKind::DeltaLinkReceived { delta_link: link.into() })];
+        let ledger = Ledger::replay(sync(), &events);
+        assert_eq!(ledger.run(&run()).and_then(RunProgress::delta_link), Some(link));
+    }
+
+    #[test]
     fn a_page_that_names_no_parts_is_never_complete() {
         let replay = |parts| {
             let events = [ev(0, loaded("s1", 1, vec![piece(0, 0, parts, 1, 0, 1, Some(1))]))];
