@@ -112,12 +112,19 @@ fn world() -> Options {
     Options { seed_csv: false, generate: Some(200), page_size: 50, ..Options::default() }
 }
 
+/// The work queues, as `xaas_queue_messages{queue}` names them.
+const QUEUES: [&str; 5] = ["requests", "fetch", "pages", "parked", "batches.demo"];
+
 /// Starts `xaas worker all --health-listen` and waits until it serves /metrics.
 async fn start_worker(env: &mut Env) -> u16 {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     env.spawn_xaas("worker", &["worker", "all", "--health-listen", &listen], &[]);
-    scrape_until(env, port, "the queue sampler", |s| !s.find("xaas_queue_messages", &[]).is_empty()).await;
+    // The sampler counts every 5 s what the worker has declared by then.
+    scrape_until(env, port, "the queue sampler", |s| {
+        QUEUES.iter().all(|q| !s.find("xaas_queue_messages", &[("queue", q)]).is_empty())
+    })
+    .await;
     port
 }
 
@@ -188,7 +195,7 @@ async fn a_real_run_fills_the_latency_run_sync_and_queue_metrics_and_a_parked_me
     }
 
     // Queue depths, by logical queue name.
-    for queue in ["requests", "fetch", "pages", "parked", "batches.demo"] {
+    for queue in QUEUES {
         assert_eq!(page.find("xaas_queue_messages", &[("queue", queue)]).len(), 1, "{queue}:\n{}", page.text);
     }
     assert_eq!(page.value("xaas_parked_messages", &[]), 0.0);
