@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Env, Options};
 use serde_json::json;
-use sync_support::{completed, failed};
+use sync_support::{completed, configure, failed};
 use xaas_broker::BasicProperties;
 use xaas_core::EventKind;
 
@@ -189,6 +189,7 @@ async fn a_real_run_fills_the_latency_run_sync_and_queue_metrics_and_a_parked_me
     assert_eq!(report["upserted"].as_u64(), Some(active as u64), "{report}");
     assert_eq!(page.value("xaas_sync_roster_users", &[("sync", "demo")]), active as f64, "roster = users in Okta");
     assert_eq!(page.value("xaas_sync_runs_in_flight", &[("sync", "demo")]), 0.0);
+    assert!(page.find("xaas_sync_schedule_interval_seconds", &[]).is_empty(), "the sync has no schedule");
     assert!(page.value("xaas_bulk_requests_total", &[("op", "upsert")]) >= 1.0);
     for guard in xaas_core::run_metrics::GUARD_LABELS {
         assert_eq!(page.value("xaas_guard_tripped_total", &[("sync", "demo"), ("guard", guard)]), 0.0);
@@ -237,6 +238,9 @@ async fn a_real_run_fills_the_latency_run_sync_and_queue_metrics_and_a_parked_me
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tripped_guard_fails_the_run_and_is_counted_and_the_last_success_stays() {
     let mut env = Env::start("metrics-guard", world()).await;
+    // Daily at 09:00 UTC: the alert on "no success in 2 x schedule" reads
+    // this interval (`all` runs no scheduler, so nothing is enqueued by it).
+    configure(&env, "[syncs.demo]\nschedule = \"0 9 * * *\"");
     let port = start_worker(&mut env).await;
     completed(&env.enqueue_wait(&[]).await);
     let first = scrape_until(&env, port, "the first run's end", |s| {
@@ -265,5 +269,6 @@ async fn a_tripped_guard_fails_the_run_and_is_counted_and_the_last_success_stays
         "a failed run leaves the last success where it was"
     );
     assert_eq!(page.value("xaas_sync_runs_in_flight", &[("sync", "demo")]), 0.0);
+    assert_eq!(page.value("xaas_sync_schedule_interval_seconds", &[("sync", "demo")]), 86_400.0);
     env.finish().await;
 }
