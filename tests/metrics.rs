@@ -112,6 +112,27 @@ fn world() -> Options {
     Options { seed_csv: false, generate: Some(200), page_size: 50, ..Options::default() }
 }
 
+/// `promtool check metrics` on a scraped page (tests/deploy.rs says how to
+/// install promtool when it is missing).
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian's prometheus package; .ci/run installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The work queues, as `xaas_queue_messages{queue}` names them.
 const QUEUES: [&str; 5] = ["requests", "fetch", "pages", "parked", "batches.demo"];
 
@@ -218,6 +239,9 @@ async fn a_real_run_fills_the_latency_run_sync_and_queue_metrics_and_a_parked_me
             assert!(name.ends_with("_total"), "counter {name} ends in _total");
         }
     }
+
+    // Prometheus's own linter agrees with the names, types and help.
+    promtool_check_metrics(&page.text);
 
     // A message no worker can read is parked; the gauge sees it.
     let props = BasicProperties::default()
