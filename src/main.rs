@@ -99,6 +99,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .await
                     .map_err(|e| StartupError::Other(format!("--health-listen {addr}: {e}")))?;
                 tracing::info!(%bound, "serving /healthz and /metrics");
+                if xaas_workers::run_metrics::runs_in(role) {
+                    tokio::spawn(xaas_workers::run_metrics::run(broker.clone(), deps.config.clone(), shutdown.clone()));
+                }
             }
             tokio::spawn(stop_on_signal(shutdown.clone()));
             tracing::info!(?role, "worker starting");

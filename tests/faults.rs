@@ -34,6 +34,12 @@ fn counter(metrics: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Like [`counter`], over the label sets that contain `label` (e.g. `stage="okta"`).
+fn counter_with(metrics: &str, name: &str, label: &str) -> f64 {
+    let lines: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#') && l.contains(label)).collect();
+    counter(&lines.join("\n"), name)
+}
+
 async fn scrape(env: &Env, port: u16) -> String {
     env.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap()
 }
@@ -110,11 +116,11 @@ async fn sync_through_faults(name: &str, after_acting: bool) {
     // ...and in the metrics: in-process retries of both clients, and the
     // uploader's own re-sends.
     let fetcher = scrape(&env, fetch_port).await;
-    assert!(counter(&fetcher, "graph_retries_total") > 0.0, "fetcher metrics:\n{fetcher}");
+    assert!(counter_with(&fetcher, "xaas_retries_total", "stage=\"graph\"") > 0.0, "fetcher metrics:\n{fetcher}");
     let uploader = scrape(&env, upload_port).await;
-    assert!(counter(&uploader, "okta_retries_total") > 0.0, "uploader metrics:\n{uploader}");
-    assert!(counter(&uploader, "okta_rate_limited_total") > 0.0, "uploader metrics:\n{uploader}");
-    assert!(counter(&uploader, "xaas_retries_total") > 0.0, "uploader metrics:\n{uploader}");
+    assert!(counter_with(&uploader, "xaas_retries_total", "stage=\"okta\"") > 0.0, "uploader metrics:\n{uploader}");
+    assert!(counter(&uploader, "xaas_okta_rate_limited_total") > 0.0, "uploader metrics:\n{uploader}");
+    assert!(counter_with(&uploader, "xaas_retries_total", "stage=\"uploader\"") > 0.0, "uploader metrics:\n{uploader}");
     env.finish().await;
 }
 

@@ -22,6 +22,7 @@
 mod broker;
 mod config;
 mod consumer;
+mod depth;
 mod error;
 mod events;
 pub mod headers;

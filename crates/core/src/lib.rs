@@ -20,6 +20,7 @@ pub mod redact;
 pub mod removal;
 pub mod report;
 pub mod roster;
+pub mod run_metrics;
 pub mod secret;
 pub mod upload;
 pub mod validate;

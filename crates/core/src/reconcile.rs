@@ -22,7 +22,7 @@ use crate::ledger::{Fate, RunProgress};
 use crate::messages::RunOptions;
 use crate::roster::Roster;
 
-mod guard;
+pub(crate) mod guard;
 
 pub use guard::{Facts, Verdict};
 

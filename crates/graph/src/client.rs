@@ -137,7 +137,7 @@ impl GraphClient {
             .when(GraphError::is_retryable)
             .adjust(|err, backoff| retry.next_wait(err, backoff))
             .notify(|err, wait| {
-                metrics::counter!("graph_retries_total", "reason" => err.kind()).increment(1);
+                crate::metrics::retry(err.kind());
                 tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "retrying a Graph {what}");
             })
             .await
@@ -181,15 +181,20 @@ impl Inner {
                 .body(request.body.clone())
                 .send()
         };
+        let timed = |bearer: Bearer| async move {
+            let since = std::time::Instant::now();
+            let result = post(bearer).await;
+            crate::metrics::observe("create", &result, since);
+            result.map_err(|e| error::transport(Service::Graph, url, e))
+        };
         let bearer = self.tokens.bearer().await?;
-        let mut response = post(bearer.clone()).await.map_err(|e| error::transport(Service::Graph, url, e))?;
+        let mut response = timed(bearer.clone()).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             self.tokens.discard(&bearer).await;
             let bearer = self.tokens.bearer().await?;
-            response = post(bearer).await.map_err(|e| error::transport(Service::Graph, url, e))?;
+            response = timed(bearer).await?;
         }
         let status = response.status();
-        metrics::counter!("graph_requests_total", "status" => status.as_str().to_owned()).increment(1);
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| error::transport(Service::Graph, url, e))?;
         decode_created(status, &headers, &body)
@@ -197,6 +202,7 @@ impl Inner {
 
     async fn send(&self, request: &PageRequest, bearer: &Bearer) -> Result<reqwest::Response, GraphError> {
         let url = &request.url;
+        let since = std::time::Instant::now();
         let result = self
             .http
             .get(url.clone())
@@ -204,12 +210,8 @@ impl Inner {
             .header(AUTHORIZATION, bearer.header.clone())
             .send()
             .await;
-        let status = match &result {
-            Ok(response) => response.status().as_str().to_owned(),
-            Err(_) => "error".to_owned(),
-        };
+        let status = crate::metrics::observe("page", &result, since);
         tracing::debug!(path = url.path(), %status, "graph response");
-        metrics::counter!("graph_requests_total", "status" => status).increment(1);
         result.map_err(|e| error::transport(Service::Graph, url, e))
     }
 }

@@ -20,6 +20,7 @@
 mod client;
 mod create;
 mod error;
+pub mod metrics;
 mod page;
 mod request;
 mod settings;

@@ -69,7 +69,7 @@ impl TokenSource {
         cache.issued += 1;
         let bearer = Bearer { header, generation: cache.issued };
         cache.current = Some(Cached { bearer: bearer.clone(), refresh_at: requested_at + refresh_after(lifetime) });
-        metrics::counter!("graph_token_refreshes_total").increment(1);
+        metrics::counter!(crate::metrics::TOKEN_REFRESHES).increment(1);
         tracing::debug!(lifetime_s = lifetime.as_secs(), "obtained a Graph token");
         Ok(bearer)
     }
@@ -91,7 +91,10 @@ impl TokenSource {
             ("scope", GRAPH_SCOPE),
         ];
         let transport = |e| error::transport(Service::TokenEndpoint, &self.token_url, e);
-        let response = self.http.post(self.token_url.clone()).form(&form).send().await.map_err(transport)?;
+        let since = std::time::Instant::now();
+        let sent = self.http.post(self.token_url.clone()).form(&form).send().await;
+        crate::metrics::observe("token", &sent, since);
+        let response = sent.map_err(transport)?;
         let status = response.status();
         let retry_after = xaas_http::retry_after(response.headers());
         let body = response.bytes().await.map_err(transport)?;

@@ -187,15 +187,16 @@ impl ServiceApp {
             ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
             ("client_assertion", assertion.as_str()),
         ];
+        let since = std::time::Instant::now();
         let answer =
             http.post(self.token_url.clone()).header(ACCEPT, "application/json").form(&form).send().await.map_err(
                 |e| {
-                    metrics::request(OP, "transport");
+                    metrics::request(OP, "transport", since);
                     OktaError::Transport(TransportError::new(OP, e))
                 },
             )?;
         let status = answer.status();
-        metrics::request(OP, status.as_str());
+        metrics::request(OP, status.as_str(), since);
         let headers = answer.headers().clone();
         let body = answer.bytes().await.map_err(|e| OktaError::Transport(TransportError::new(OP, e)))?;
 

@@ -201,10 +201,11 @@ impl OktaClient {
             request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
         }
 
+        let since = std::time::Instant::now();
         let answer = match request.send().await {
             Ok(answer) => answer,
             Err(source) => {
-                metrics::request(op, "transport");
+                metrics::request(op, "transport", since);
                 let err = TransportError::new(op, source);
                 let unsent = !err.maybe_sent;
                 let err = OktaError::Transport(err);
@@ -214,7 +215,7 @@ impl OktaClient {
 
         let status = answer.status();
         let headers = answer.headers().clone();
-        metrics::request(op, status.as_str());
+        metrics::request(op, status.as_str(), since);
         inner.gate.observe(&headers);
         tracing::debug!(op, status = status.as_u16(), "okta answered");
 
@@ -273,7 +274,7 @@ impl OktaClient {
     }
 
     async fn pause(&self, op: &'static str, reason: &'static str, delay: Duration, err: &OktaError) {
-        metrics::retry(op, reason);
+        metrics::retry(reason);
         tracing::warn!(op, reason, delay_ms = delay.as_millis() as u64, error = %err, "retrying the Okta request");
         tokio::time::sleep(delay).await;
     }

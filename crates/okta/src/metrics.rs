@@ -1,28 +1,34 @@
-//! The client's counters, through the `metrics` facade: the worker's
+//! The client's metrics, through the `metrics` facade: the worker's
 //! Prometheus exporter (or none, in tests) decides where they go.
 
-use metrics::{Unit, counter, describe_counter};
+use std::time::Instant;
 
-pub(crate) const REQUESTS: &str = "okta_requests_total";
-pub(crate) const RATE_LIMITED: &str = "okta_rate_limited_total";
-pub(crate) const RETRIES: &str = "okta_retries_total";
+use metrics::{counter, histogram};
+use xaas_core::run_metrics::{MetricDoc, RETRIES};
 
-/// Registers the descriptions; call once after installing the recorder.
-pub fn describe_metrics() {
-    describe_counter!(REQUESTS, Unit::Count, "HTTP requests to Okta, by operation and status (or `transport`)");
-    describe_counter!(RATE_LIMITED, Unit::Count, "Okta 429 answers, by operation");
-    describe_counter!(RETRIES, Unit::Count, "Requests to Okta repeated in process, by operation and reason");
-}
+pub const REQUEST_DURATION: &str = "xaas_okta_request_duration_seconds";
+pub const RATE_LIMITED: &str = "xaas_okta_rate_limited_total";
 
-/// One answer (or transport failure) for `op`.
-pub(crate) fn request(op: &'static str, status: &str) {
-    counter!(REQUESTS, "op" => op, "status" => status.to_string()).increment(1);
+/// What this crate exports (`xaas_retries_total` is listed by the workers).
+pub const METRICS: &[MetricDoc] = &[
+    MetricDoc::histogram(
+        REQUEST_DURATION,
+        "Time from sending a request to Okta to its answer's status, by op (bulk_upsert, bulk_delete, \
+         create_session, start_import, get_session, list_sessions, token, ...) and HTTP status (or transport)",
+    ),
+    MetricDoc::counter(RATE_LIMITED, "Okta 429 answers, by op"),
+];
+
+/// One answer (or transport failure) for `op`, `since` it was sent.
+pub(crate) fn request(op: &'static str, status: &str, since: Instant) {
+    histogram!(REQUEST_DURATION, "op" => op, "status" => status.to_string()).record(since.elapsed().as_secs_f64());
 }
 
 pub(crate) fn rate_limited(op: &'static str) {
     counter!(RATE_LIMITED, "op" => op).increment(1);
 }
 
-pub(crate) fn retry(op: &'static str, reason: &'static str) {
-    counter!(RETRIES, "op" => op, "reason" => reason).increment(1);
+/// A request repeated in process; `reason` is a fixed label.
+pub(crate) fn retry(reason: &'static str) {
+    counter!(RETRIES, "stage" => "okta", "reason" => reason).increment(1);
 }

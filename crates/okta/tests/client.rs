@@ -387,7 +387,7 @@ fn bad_settings_fail_before_anything_is_sent() {
     assert!(matches!(err, OktaError::Config(_)), "{err}");
 }
 
-/// Counts every counter increment as `name{label=value,…}`.
+/// Counts every counter increment and histogram observation as `name{label=value,…}`.
 #[derive(Clone, Default)]
 struct Counts(std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>>);
 
@@ -406,24 +406,33 @@ impl metrics::CounterFn for Counted {
     }
 }
 
+impl metrics::HistogramFn for Counted {
+    fn record(&self, _: f64) {
+        *self.counts.0.lock().unwrap().entry(self.key.clone()).or_default() += 1;
+    }
+}
+
+fn key_text(key: &metrics::Key) -> String {
+    let mut labels: Vec<_> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
 impl metrics::Recorder for Counts {
     fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
     fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
     fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
 
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let mut labels: Vec<_> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-        labels.sort();
-        let key = format!("{}{{{}}}", key.name(), labels.join(","));
-        metrics::Counter::from_arc(std::sync::Arc::new(Counted { key, counts: self.clone() }))
+        metrics::Counter::from_arc(std::sync::Arc::new(Counted { key: key_text(key), counts: self.clone() }))
     }
 
     fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
         metrics::Gauge::noop()
     }
 
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::noop()
+    fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::from_arc(std::sync::Arc::new(Counted { key: key_text(key), counts: self.clone() }))
     }
 }
 
@@ -453,13 +462,13 @@ fn requests_rate_limits_and_retries_are_counted() {
     assert_eq!(
         counts,
         BTreeMap::from([
-            ("okta_rate_limited_total{op=bulk_upsert}".to_string(), 1),
-            ("okta_requests_total{op=bulk_upsert,status=202}".to_string(), 1),
-            ("okta_requests_total{op=bulk_upsert,status=429}".to_string(), 1),
-            ("okta_requests_total{op=list_sessions,status=200}".to_string(), 1),
-            ("okta_requests_total{op=list_sessions,status=503}".to_string(), 1),
-            ("okta_retries_total{op=bulk_upsert,reason=rate_limited}".to_string(), 1),
-            ("okta_retries_total{op=list_sessions,reason=server}".to_string(), 1),
+            ("xaas_okta_rate_limited_total{op=bulk_upsert}".to_string(), 1),
+            ("xaas_okta_request_duration_seconds{op=bulk_upsert,status=202}".to_string(), 1),
+            ("xaas_okta_request_duration_seconds{op=bulk_upsert,status=429}".to_string(), 1),
+            ("xaas_okta_request_duration_seconds{op=list_sessions,status=200}".to_string(), 1),
+            ("xaas_okta_request_duration_seconds{op=list_sessions,status=503}".to_string(), 1),
+            ("xaas_retries_total{reason=rate_limited,stage=okta}".to_string(), 1),
+            ("xaas_retries_total{reason=server,stage=okta}".to_string(), 1),
         ])
     );
 }

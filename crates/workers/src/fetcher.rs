@@ -89,7 +89,7 @@ pub async fn handle_fetch(deps: &Deps, msg: FetchPage, ctx: &Ctx) -> Outcome {
         }
         Err(e) if e.is_retryable() => {
             let error = format!("reading Graph page {}: {e}", msg.seq);
-            return stage::retry(deps, ctx, &msg.run_id, &msg.sync, "fetcher", error).await;
+            return stage::retry(deps, ctx, (&msg.run_id, &msg.sync), ("fetcher", e.kind()), error).await;
         }
         Err(e) => {
             let error = format!("reading Graph page {}: {e}", msg.seq);
@@ -129,7 +129,7 @@ async fn publish_page(
     };
     match publish.await {
         Ok(_) => {
-            metrics::counter!("xaas_pages_fetched_total").increment(1);
+            metrics::counter!(crate::run_metrics::PAGES_FETCHED).increment(1);
             Outcome::Ack
         }
         Err(e) => Outcome::Retry { error: e.to_string() },

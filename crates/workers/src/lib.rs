@@ -14,6 +14,7 @@ pub mod failpoint;
 pub mod fetcher;
 pub mod mapper;
 pub mod render;
+pub mod run_metrics;
 pub mod runtime;
 pub mod sample;
 pub mod scheduler;

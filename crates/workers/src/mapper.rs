@@ -186,11 +186,11 @@ pub async fn handle(deps: &Deps, page: Page, ctx: &Ctx) -> Outcome {
     };
     match publish.await {
         Ok(_) => {
-            metrics::counter!("xaas_pages_mapped_total").increment(1);
-            metrics::counter!("xaas_profiles_rejected_total").increment(mapped.rejected.len() as u64);
+            metrics::counter!(crate::run_metrics::PAGES_MAPPED).increment(1);
+            metrics::counter!(crate::run_metrics::PROFILES_REJECTED).increment(mapped.rejected.len() as u64);
             Outcome::Ack
         }
-        Err(e) => stage::retry(deps, ctx, &page.run_id, &page.sync, "mapper", e.to_string()).await,
+        Err(e) => stage::retry(deps, ctx, (&page.run_id, &page.sync), ("mapper", "broker"), e.to_string()).await,
     }
 }
 

@@ -49,8 +49,14 @@ fn panic_hook(message_id: Option<&str>) {
 
 /// A failure worth retrying: recorded as `Retrying`, and as `RunFailed` when
 /// this was the last attempt (the broker then parks the message), so that a
-/// run never hangs silently.
-pub async fn retry(deps: &Deps, ctx: &Ctx, run: &RunId, sync: &SyncName, stage: &str, error: String) -> Outcome {
+/// run never hangs silently. `reason` is the metric's fixed label.
+pub async fn retry(
+    deps: &Deps,
+    ctx: &Ctx,
+    (run, sync): (&RunId, &SyncName),
+    (stage, reason): (&'static str, &'static str),
+    error: String,
+) -> Outcome {
     let attempt = ctx.attempt + 1;
     let _ = emit(&deps.broker, run, sync, EventKind::Retrying { stage: stage.into(), attempt, reason: error.clone() })
         .await;
@@ -60,7 +66,7 @@ pub async fn retry(deps: &Deps, ctx: &Ctx, run: &RunId, sync: &SyncName, stage: 
         );
         let _ = emit(&deps.broker, run, sync, EventKind::RunFailed { reason }).await;
     }
-    metrics::counter!("xaas_retries_total", "stage" => stage.to_string()).increment(1);
+    metrics::counter!(xaas_core::run_metrics::RETRIES, "stage" => stage, "reason" => reason).increment(1);
     Outcome::Retry { error }
 }
 

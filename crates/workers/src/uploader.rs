@@ -245,6 +245,7 @@ impl Uploader {
         for command in commands {
             self.execute(broker, term, consumer, command).await?;
         }
+        crate::run_metrics::roster(&self.sync, term.machine.roster());
         Ok(())
     }
 
@@ -306,7 +307,7 @@ fn hit_failpoint(call: &str, reply: &Reply) {
     if reply.result.is_ok() {
         match call {
             "bulk_upsert" | "bulk_delete" => {
-                metrics::counter!("xaas_bulk_requests_total", "op" => if call == "bulk_upsert" { "upsert" } else { "delete" })
+                metrics::counter!(crate::run_metrics::BULK_REQUESTS, "op" => if call == "bulk_upsert" { "upsert" } else { "delete" })
                     .increment(1);
                 crate::failpoint::hit("uploader.after_bulk_accepted");
             }
@@ -325,7 +326,8 @@ fn log_event(e: &RunEvent) {
             tracing::info!(%sync, %run, session = %session_id, requests, "import triggered");
         }
         EventKind::Retrying { reason, attempt, .. } => {
-            metrics::counter!("xaas_retries_total", "stage" => "uploader").increment(1);
+            let label = xaas_core::run_metrics::uploader_retry_reason(reason);
+            metrics::counter!(xaas_core::run_metrics::RETRIES, "stage" => "uploader", "reason" => label).increment(1);
             tracing::warn!(%sync, %run, attempt, %reason, "retrying an Okta call");
         }
         EventKind::GuardTripped { reason, .. } => tracing::warn!(%sync, %run, %reason, "deactivation guard tripped"),
