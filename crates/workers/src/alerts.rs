@@ -43,8 +43,20 @@ use xaas_broker::{Broker, StreamOffset, headers};
 use xaas_core::SyncName;
 use xaas_core::alerts::{Alert, AlertFold, AlertFormat, AlertsConfig, ParkedNote, parked_sync, webhook_url};
 use xaas_core::config::{Config, EnvLookup};
+use xaas_core::run_metrics::MetricDoc;
 
 use crate::error::StartupError;
+
+const ALERTS_SENT: &str = "xaas_alerts_sent_total";
+const ALERTS_FAILED: &str = "xaas_alerts_failed_total";
+const ALERTS_DROPPED: &str = "xaas_alerts_dropped_total";
+
+/// The alert sender's metrics, for the binary's catalogue.
+pub const METRICS: &[MetricDoc] = &[
+    MetricDoc::counter(ALERTS_SENT, "Alerts a webhook accepted, by sync and kind"),
+    MetricDoc::counter(ALERTS_FAILED, "Alerts given up after their retries, by sync and kind"),
+    MetricDoc::counter(ALERTS_DROPPED, "Alerts dropped because the sync's send queue was full"),
+];
 
 /// How far back a new lease holder alerts.
 pub const CATCH_UP: Duration = Duration::from_secs(300);
@@ -168,7 +180,7 @@ fn dispatch(queues: &Queues, alerts: Vec<Alert>) {
         }
         let id = alert.id();
         if let Err(e) = tx.try_send(alert) {
-            metrics::counter!("xaas_alerts_dropped_total", "sync" => dropped_sync(&e)).increment(1);
+            metrics::counter!(ALERTS_DROPPED, "sync" => dropped_sync(&e)).increment(1);
             tracing::warn!(alert = %id, "alerts: the webhook's queue is full (its receiver is slow or down); alert dropped");
         }
     }
@@ -299,11 +311,11 @@ async fn send_loop(
         };
         match result {
             Ok(()) => {
-                metrics::counter!("xaas_alerts_sent_total", "sync" => sync.to_string(), "kind" => kind).increment(1);
+                metrics::counter!(ALERTS_SENT, "sync" => sync.to_string(), "kind" => kind).increment(1);
                 tracing::info!(%sync, alert = %id, format, attempts, "alerts: alert delivered");
             }
             Err(e) => {
-                metrics::counter!("xaas_alerts_failed_total", "sync" => sync.to_string(), "kind" => kind).increment(1);
+                metrics::counter!(ALERTS_FAILED, "sync" => sync.to_string(), "kind" => kind).increment(1);
                 tracing::warn!(%sync, alert = %id, attempts, error = %e, "alerts: alert not delivered; giving up");
             }
         }

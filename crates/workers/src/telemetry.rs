@@ -46,6 +46,7 @@ pub fn metric_catalogue() -> Vec<MetricDoc> {
         xaas_okta::metrics::METRICS,
         xaas_broker::metrics::METRICS,
         crate::run_metrics::METRICS,
+        crate::alerts::METRICS,
     ]
     .concat()
 }
