@@ -624,6 +624,92 @@ mod tests {
         assert_eq!(ledger.run(&run()).and_then(RunProgress::delta_link), Some(link));
     }
 
+    fn id(s: &str) -> ExternalId {
+        ExternalId::parse(s).unwrap()
+    }
+
+    fn delta(full_state: bool) -> RunOptions {
+        RunOptions { mode: crate::messages::Mode::Delta, full_state, ..RunOptions::default() }
+    }
+
+    #[test]
+    fn a_later_page_wins_and_an_earlier_page_never_overrides_it() {
+        let unchanged = |secs, page| {
+            let pieces = vec![piece(page, 0, 1, 1, 0, 1, None)];
+            ev(secs, EventKind::ProfilesUnchanged { pieces, external_ids: vec![id("a")] })
+        };
+        let queued = |secs, page| {
+            let pieces = vec![piece(page, 0, 1, 1, 0, 1, None)];
+            ev(secs, EventKind::DeactivationsQueued { pieces, external_ids: vec![id("a")] })
+        };
+        let seen = |events: &[RunEvent]| Ledger::replay(sync(), events).run(&run()).unwrap().seen(&id("a")).cloned();
+        let late_copy_of_page_two = seen(&[queued(0, 5), unchanged(1, 2)]).unwrap();
+        assert_eq!((late_copy_of_page_two.page, late_copy_of_page_two.fate), (5, Fate::DeleteQueued));
+        let same_page = seen(&[unchanged(0, 5), queued(1, 5)]).unwrap();
+        assert_eq!(same_page.fate, Fate::DeleteQueued, "on one page the later record wins");
+    }
+
+    #[test]
+    fn a_deactivation_is_remembered_with_its_session() {
+        let change = ProfileChange { external_id: id("a"), action: Action::Deactivate, changed: vec![], digest: None };
+        let events = [ev(
+            0,
+            EventKind::BulkLoaded {
+                session_id: "s2".into(),
+                request_no: 1,
+                op: Op::Delete,
+                profiles: 1,
+                bytes: 0,
+                pieces: vec![piece(DEACTIVATION_PAGE, 0, 1, 1, 0, 1, None)],
+                changes: vec![change],
+            },
+        )];
+        let ledger = Ledger::replay(sync(), &events);
+        let run = ledger.run(&run()).unwrap();
+        assert_eq!(run.deactivated().get(&id("a")).map(String::as_str), Some("s2"));
+        assert_eq!(run.deactivated().len(), 1);
+    }
+
+    #[test]
+    fn the_same_session_opened_twice_keeps_its_count_and_another_replaces_it() {
+        let opened = |secs, s: &str| ev(secs, EventKind::SessionOpened { session_id: s.into() });
+        let ledger = Ledger::replay(sync(), &[opened(0, "s1"), ev(1, sending("s1", 3)), opened(2, "s1")]);
+        assert_eq!(ledger.open_session(), Some(&OpenSession { id: "s1".into(), requests: 3 }), "a repeated event");
+        let ledger = Ledger::replay(sync(), &[opened(0, "s1"), ev(1, sending("s1", 3)), opened(2, "s2")]);
+        assert_eq!(ledger.open_session(), Some(&OpenSession { id: "s2".into(), requests: 0 }));
+    }
+
+    #[test]
+    fn only_the_open_session_finishing_closes_it_and_an_empty_one_is_remembered() {
+        let finished = |secs, s: &str, empty| {
+            ev(secs, EventKind::SessionFinished { session_id: s.into(), status: SessionStatus::Completed, empty })
+        };
+        let opened = ev(0, EventKind::SessionOpened { session_id: "s1".into() });
+        let ledger = Ledger::replay(sync(), &[opened.clone(), finished(1, "s0", true)]);
+        assert_eq!(ledger.open_session().map(|s| s.id.as_str()), Some("s1"), "another session finished");
+        assert!(ledger.was_cancelled_empty("s0"));
+        assert!(!ledger.was_cancelled_empty("s1"));
+        let ledger = Ledger::replay(sync(), &[opened, finished(1, "s1", false)]);
+        assert_eq!(ledger.open_session(), None);
+        assert!(!ledger.was_cancelled_empty("s1"));
+    }
+
+    #[test]
+    fn a_resync_is_not_forgotten_when_the_start_event_or_a_batch_comes_later() {
+        let full = |ledger: &Ledger| ledger.run(&run()).is_some_and(RunProgress::reads_full_state);
+        let resync = ev(0, EventKind::DeltaResync { reason: "410 Gone".into() });
+        let started = ev(1, EventKind::RunStarted { options: delta(false) });
+        assert!(full(&Ledger::replay(sync(), &[resync, started.clone()])), "a resync before the start event");
+        let mut ledger = Ledger::replay(sync(), &[started]);
+        assert!(!full(&ledger));
+        ledger.note_options(&run(), &delta(true));
+        assert!(full(&ledger), "a batch of the resync round says so before any event");
+        let mut fresh = Ledger::replay(sync(), &[]);
+        fresh.note_options(&run(), &delta(true));
+        assert!(full(&fresh));
+        assert_eq!(fresh.run(&run()).and_then(|r| r.options.clone()), Some(delta(true)));
+    }
+
     #[test]
     fn a_page_that_names_no_parts_is_never_complete() {
         let replay = |parts| {
