@@ -385,3 +385,38 @@ fn a_successor_counts_the_pages_its_predecessor_loaded() {
         "one profile short of a full request, but the run is all in: it is sent: {out:#?}"
     );
 }
+
+/// Opens s1 and sends page 0 (the last) into it; returns the bulk call's output.
+fn loading_into_s1() -> (Rig, Vec<Command>) {
+    let (mut rig, _) = Rig::active(vec![]);
+    let (_, out) = rig.batch(page(0, true, &["a", "b"]));
+    let out = rig.none_open(&out);
+    let out = rig.answer(&out, session("s1", SessionStatus::Created));
+    assert!(matches!(last_call(&out).1, Call::Bulk { ref session, .. } if session == "s1"));
+    (rig, out)
+}
+
+fn refused(summary: &str) -> Result<Answer, Failure> {
+    Err(Failure::Invalid { summary: summary.into(), causes: vec![] })
+}
+
+#[test]
+fn a_refused_load_into_a_session_okta_closed_goes_into_a_new_one() {
+    let (mut rig, out) = loading_into_s1();
+    let out = rig.answer(&out, refused("The import session is not in a valid state"));
+    assert_eq!(last_call(&out).1, Call::GetSession { session: "s1".into() }, "a 400: look at the session");
+    let out = rig.answer(&out, session("s1", SessionStatus::Expired));
+    assert_eq!(last_call(&out).1, Call::CreateSession, "s1 no longer takes loads: forgotten, and a new one made");
+}
+
+#[test]
+fn a_load_okta_refuses_because_the_session_is_full_rolls_over() {
+    let (mut rig, out) = loading_into_s1();
+    let out = rig.answer(&out, refused("A session can have at most 50 bulk requests"));
+    let out = rig.answer(&out, session("s1", SessionStatus::Created));
+    assert_eq!(
+        last_call(&out).1,
+        Call::StartImport { session: "s1".into() },
+        "Okta's count wins: s1 is triggered, not loaded again"
+    );
+}
