@@ -420,3 +420,41 @@ fn a_load_okta_refuses_because_the_session_is_full_rolls_over() {
         "Okta's count wins: s1 is triggered, not loaded again"
     );
 }
+
+#[test]
+fn a_successor_waits_for_the_part_its_predecessor_did_not_load() {
+    // The predecessor loaded part 0 of page 0's two parts, then died.
+    let piece = crate::messages::Piece {
+        page_seq: 0,
+        part: 0,
+        parts: 2,
+        len: 2,
+        total_pages: None,
+        from: 0,
+        to: 2,
+        copy: CopyId::from_u64(100),
+        parent: None,
+    };
+    let loaded = EventKind::BulkLoaded {
+        session_id: "s1".into(),
+        request_no: 1,
+        op: Op::Upsert,
+        profiles: 2,
+        bytes: 10,
+        pieces: vec![piece],
+        changes: vec![],
+    };
+    let log = vec![
+        RunEvent::new(run(), sync(), t(0), EventKind::RunStarted { options: RunOptions::default() }),
+        RunEvent::new(run(), sync(), t(1), EventKind::SessionOpened { session_id: "s1".into() }),
+        RunEvent::new(run(), sync(), t(2), loaded),
+    ];
+    let (mut rig, _) = Rig::active(log);
+    rig.m.settings.limits.profiles_per_request = 200;
+    let (_, out) = rig.batch(page(1, true, &["c"]));
+    assert!(!out.iter().any(|c| matches!(c, Command::Okta { .. })), "page 0's part 1 is still out: {out:#?}");
+    let mut rest = page(0, false, &["b"]);
+    (rest.part, rest.parts) = (1, 2);
+    let (_, out) = rig.batch(rest);
+    assert!(out.iter().any(|c| matches!(c, Command::Okta { .. })), "now the run is all in: {out:#?}");
+}
