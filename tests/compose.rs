@@ -92,18 +92,19 @@ impl Project {
         if ids.is_empty() {
             return by_service;
         }
-        let format = "{{index .Config.Labels \"com.docker.compose.service\"}} {{.Id}} {{.State.Status}} \
-                      {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}";
-        let mut args = vec!["inspect", "--format", format];
+        // The JSON, not a --format template: a template's `.State.Health`
+        // is an error on containers without a healthcheck.
+        let mut args = vec!["inspect"];
         args.extend(&ids);
-        for line in docker(&args).lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let [service, id, status, exit, health] = f[..] else { panic!("docker inspect said {line:?}") };
-            by_service.entry(service.into()).or_default().push(Container {
-                id: id.into(),
-                status: status.into(),
-                exit_code: exit.parse().expect("an exit code"),
-                health: health.into(),
+        let all: Vec<serde_json::Value> = serde_json::from_str(&docker(&args)).expect("docker inspect prints JSON");
+        for c in all {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let service = text(&c["Config"]["Labels"]["com.docker.compose.service"]);
+            by_service.entry(service).or_default().push(Container {
+                id: text(&c["Id"]),
+                status: text(&c["State"]["Status"]),
+                exit_code: c["State"]["ExitCode"].as_i64().expect("an exit code"),
+                health: c["State"]["Health"]["Status"].as_str().unwrap_or("none").to_string(),
             });
         }
         by_service
@@ -173,7 +174,7 @@ impl Drop for Project {
 struct Container {
     id: String,
     status: String,
-    exit_code: i32,
+    exit_code: i64,
     health: String,
 }
 
