@@ -29,10 +29,6 @@ impl<'a> BulkBody<'a> {
     pub fn users(profiles: &'a [OktaProfile]) -> Self {
         Self { entity_type: "USERS", profiles }
     }
-
-    pub fn profiles(&self) -> &'a [OktaProfile] {
-        self.profiles
-    }
 }
 
 /// `{"entityType":"USERS","profiles":[]}`: what a body costs before its profiles.
