@@ -458,3 +458,31 @@ fn a_successor_waits_for_the_part_its_predecessor_did_not_load() {
     let (_, out) = rig.batch(rest);
     assert!(out.iter().any(|c| matches!(c, Command::Okta { .. })), "now the run is all in: {out:#?}");
 }
+
+#[test]
+fn a_batchs_delta_link_and_rejected_users_are_recorded_once() {
+    let (mut rig, _) = Rig::active(vec![]);
+    let link = "https://graph.example/v1.0/users/delta?$deltatoken=t1";
+    let mut b = page(0, false, &["a"]);
+    b.delta_link = Some(link.into());
+    b.rejected = vec![
+        crate::messages::Rejected { external_id: Some("x".into()), reason: "no mail".into() },
+        crate::messages::Rejected { external_id: None, reason: "no id".into() },
+    ];
+    let (_, out) = rig.batch(b.clone());
+    let kinds = events(&out);
+    let links = kinds.iter().filter(|k| matches!(k, EventKind::DeltaLinkReceived { delta_link } if delta_link == link));
+    assert_eq!(links.count(), 1, "{kinds:#?}");
+    let rejected = kinds.iter().filter_map(|k| match k {
+        EventKind::RejectedInSource { external_ids } => Some(external_ids.clone()),
+        _ => None,
+    });
+    assert_eq!(rejected.collect::<Vec<_>>(), [vec!["x".to_string()]], "still in the source: never to deactivate");
+    // Delivered again: both are known already.
+    let (_, out) = rig.batch(b);
+    let kinds = events(&out);
+    assert!(
+        !kinds.iter().any(|k| matches!(k, EventKind::DeltaLinkReceived { .. } | EventKind::RejectedInSource { .. })),
+        "{kinds:#?}"
+    );
+}
