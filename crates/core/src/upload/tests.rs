@@ -486,3 +486,43 @@ fn a_batchs_delta_link_and_rejected_users_are_recorded_once() {
         "{kinds:#?}"
     );
 }
+
+#[test]
+fn the_finish_message_ends_the_run_once() {
+    let (mut rig, _) = Rig::active(vec![]);
+    let (_, out) = rig.batch(page(0, true, &["a", "b"]));
+    let out = rig.none_open(&out);
+    let out = rig.answer(&out, session("s1", SessionStatus::Created));
+    let out = rig.answer(&out, Ok(Answer::Accepted));
+    let finish = out
+        .iter()
+        .find_map(|c| if let Command::Publish(f) = c { Some(f.clone()) } else { None })
+        .expect("a loaded run publishes its FinishRun");
+    rig.keys += 1;
+    let key = Key(rig.keys);
+    let mut out = rig.m.handle(rig.now, Input::Message { key, message: UploaderMessage::FinishRun(finish.clone()) });
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.extend(events(&out).into_iter().cloned());
+        if seen.iter().any(|e| matches!(e, EventKind::RunCompleted { .. })) {
+            break;
+        }
+        out = match out.last() {
+            Some(Command::Okta { request: Call::StartImport { session }, .. }) => {
+                let s = session.clone();
+                rig.answer(&out, self::session(&s, SessionStatus::Triggered))
+            }
+            Some(Command::Okta { request: Call::GetSession { session }, .. }) => {
+                let s = session.clone();
+                rig.answer(&out, self::session(&s, SessionStatus::Completed))
+            }
+            Some(Command::Sleep { .. }) => rig.wake(&out),
+            other => panic!("the finish stalled at {other:?}; events so far {seen:#?}"),
+        };
+    }
+    assert!(seen.iter().any(|e| matches!(e, EventKind::RunCompleted { .. })), "{seen:#?}");
+    // The FinishRun delivered again: settled, and nothing else happens.
+    let again = rig.m.handle(rig.now, Input::Message { key: Key(999), message: UploaderMessage::FinishRun(finish) });
+    assert_eq!(acks(&again), vec![Key(999)]);
+    assert!(events(&again).is_empty() && !again.iter().any(|c| matches!(c, Command::Okta { .. })), "{again:#?}");
+}
