@@ -75,10 +75,6 @@ impl Attempts {
     pub fn reset(&mut self) {
         *self = Self::default();
     }
-
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
 }
 
 /// Exponential backoff from 1 s, capped at 30 s.
@@ -129,7 +125,6 @@ mod tests {
         assert!(matches!(a.fail("x", "503", None, &budget, t(59)), Retry::After { attempt: 2, .. }));
         assert!(matches!(a.fail("x", "503", None, &budget, t(60)), Retry::GiveUp(_)));
         a.reset();
-        assert_eq!(a.failures(), 0);
         assert!(matches!(a.fail("x", "503", None, &budget, t(1000)), Retry::After { attempt: 1, .. }));
     }
 }
