@@ -268,45 +268,44 @@ fn an_uploader_that_lost_its_consumer_does_nothing_more() {
     assert!(rig.batch(page(1, true, &["c"])).1.is_empty());
 }
 
-#[test]
-fn a_run_loaded_before_a_takeover_is_finished_by_the_successor() {
-    // The predecessor loaded everything into s1 and triggered it, then died
-    // before it could queue the FinishRun.
+/// The log of a predecessor that opened s1 and loaded part 0 (two users)
+/// of page 0's `parts` (copy 100; the run's last page when `total_pages`
+/// says so) into it, then died.
+fn predecessor_loaded_page_zero(parts: u32, total_pages: Option<u32>) -> Vec<RunEvent> {
     let piece = crate::messages::Piece {
         page_seq: 0,
         part: 0,
-        parts: 1,
+        parts,
         len: 2,
-        total_pages: Some(1),
+        total_pages,
         from: 0,
         to: 2,
         copy: CopyId::from_u64(100),
         parent: None,
     };
-    let log = vec![
+    let loaded = EventKind::BulkLoaded {
+        session_id: "s1".into(),
+        request_no: 1,
+        op: Op::Upsert,
+        profiles: 2,
+        bytes: 10,
+        pieces: vec![piece],
+        changes: vec![],
+    };
+    vec![
         RunEvent::new(run(), sync(), t(0), EventKind::RunStarted { options: RunOptions::default() }),
         RunEvent::new(run(), sync(), t(1), EventKind::SessionOpened { session_id: "s1".into() }),
-        RunEvent::new(
-            run(),
-            sync(),
-            t(2),
-            EventKind::BulkLoaded {
-                session_id: "s1".into(),
-                request_no: 1,
-                op: Op::Upsert,
-                profiles: 2,
-                bytes: 10,
-                pieces: vec![piece],
-                changes: vec![],
-            },
-        ),
-        RunEvent::new(
-            run(),
-            sync(),
-            t(3),
-            EventKind::SessionTriggered { session_id: "s1".into(), requests: 1, okta_at: None },
-        ),
-    ];
+        RunEvent::new(run(), sync(), t(2), loaded),
+    ]
+}
+
+#[test]
+fn a_run_loaded_before_a_takeover_is_finished_by_the_successor() {
+    // The predecessor loaded everything into s1 and triggered it, then died
+    // before it could queue the FinishRun.
+    let mut log = predecessor_loaded_page_zero(1, Some(1));
+    let triggered = EventKind::SessionTriggered { session_id: "s1".into(), requests: 1, okta_at: None };
+    log.push(RunEvent::new(run(), sync(), t(3), triggered));
     let (mut rig, out) = Rig::active(log);
     // It queues the FinishRun first (so a crash now still wakes a standby),
     // then follows the session.
@@ -348,35 +347,7 @@ fn a_successor_counts_the_pages_its_predecessor_loaded() {
     // The predecessor loaded page 0 (copy 100) into s1, then died; the
     // successor receives only page 1, the last. The log's lineage says page
     // 0 is in, so the run is all in and goes out at once.
-    let piece = crate::messages::Piece {
-        page_seq: 0,
-        part: 0,
-        parts: 1,
-        len: 2,
-        total_pages: None,
-        from: 0,
-        to: 2,
-        copy: CopyId::from_u64(100),
-        parent: None,
-    };
-    let log = vec![
-        RunEvent::new(run(), sync(), t(0), EventKind::RunStarted { options: RunOptions::default() }),
-        RunEvent::new(run(), sync(), t(1), EventKind::SessionOpened { session_id: "s1".into() }),
-        RunEvent::new(
-            run(),
-            sync(),
-            t(2),
-            EventKind::BulkLoaded {
-                session_id: "s1".into(),
-                request_no: 1,
-                op: Op::Upsert,
-                profiles: 2,
-                bytes: 10,
-                pieces: vec![piece],
-                changes: vec![],
-            },
-        ),
-    ];
+    let log = predecessor_loaded_page_zero(1, None);
     let (mut rig, _) = Rig::active(log);
     rig.m.settings.limits.profiles_per_request = 200;
     let (_, out) = rig.batch(page(1, true, &["c"]));
@@ -424,31 +395,7 @@ fn a_load_okta_refuses_because_the_session_is_full_rolls_over() {
 #[test]
 fn a_successor_waits_for_the_part_its_predecessor_did_not_load() {
     // The predecessor loaded part 0 of page 0's two parts, then died.
-    let piece = crate::messages::Piece {
-        page_seq: 0,
-        part: 0,
-        parts: 2,
-        len: 2,
-        total_pages: None,
-        from: 0,
-        to: 2,
-        copy: CopyId::from_u64(100),
-        parent: None,
-    };
-    let loaded = EventKind::BulkLoaded {
-        session_id: "s1".into(),
-        request_no: 1,
-        op: Op::Upsert,
-        profiles: 2,
-        bytes: 10,
-        pieces: vec![piece],
-        changes: vec![],
-    };
-    let log = vec![
-        RunEvent::new(run(), sync(), t(0), EventKind::RunStarted { options: RunOptions::default() }),
-        RunEvent::new(run(), sync(), t(1), EventKind::SessionOpened { session_id: "s1".into() }),
-        RunEvent::new(run(), sync(), t(2), loaded),
-    ];
+    let log = predecessor_loaded_page_zero(2, None);
     let (mut rig, _) = Rig::active(log);
     rig.m.settings.limits.profiles_per_request = 200;
     let (_, out) = rig.batch(page(1, true, &["c"]));
