@@ -81,6 +81,16 @@ fn name(user: &serde_json::Value) -> String {
     format!("{} ({})", user["id"].as_str().unwrap(), user["userPrincipalName"].as_str().unwrap_or("?"))
 }
 
+/// Restarts the fetcher without its crash point and waits for `run` to
+/// end; the run must not fail. Returns its events.
+async fn restart_the_fetcher_and_finish(env: &mut Env, run: &str) -> Vec<xaas_core::RunEvent> {
+    env.spawn_worker_env("fetcher", "fetcher-restarted", &[("XAAS_CRASH_AT", None)]);
+    let events = env.wait_run_end(run, Duration::from_secs(120)).await;
+    let failed: Vec<_> = events.iter().filter(|e| matches!(e.kind, EventKind::RunFailed { .. })).collect();
+    assert!(failed.is_empty(), "the second run failed: {failed:?}");
+    events
+}
+
 /// Users mapped from the enabled source users that Okta does not hold ACTIVE,
 /// with their Okta status.
 async fn not_active(env: &Env) -> Vec<(String, Option<String>)> {
@@ -120,10 +130,7 @@ async fn page_read_twice_deactivates_nobody_present() {
     let first_of_next = name(enabled[(REREAD + 1) * PAGE_SIZE]);
     assert!(env.delete(&format!("/sim/users/{victim}")).await.is_success(), "deleted {victim}");
 
-    env.spawn_worker_env("fetcher", "fetcher-restarted", &[("XAAS_CRASH_AT", None)]);
-    let events = env.wait_run_end(&second, Duration::from_secs(120)).await;
-    let failed: Vec<_> = events.iter().filter(|e| matches!(e.kind, EventKind::RunFailed { .. })).collect();
-    assert!(failed.is_empty(), "the second run failed: {failed:?}");
+    let events = restart_the_fetcher_and_finish(&mut env, &second).await;
     let wrongly = not_active(&env).await;
     assert!(
         wrongly.is_empty(),
@@ -167,10 +174,7 @@ async fn page_read_twice_loses_nobody_who_joined_it() {
     let path = format!("/sim/users/{joiner}/enable");
     assert!(env.post(&path, serde_json::json!({})).await.is_success(), "enabled {joiner}");
 
-    env.spawn_worker_env("fetcher", "fetcher-restarted", &[("XAAS_CRASH_AT", None)]);
-    let events = env.wait_run_end(&second, Duration::from_secs(120)).await;
-    let failed: Vec<_> = events.iter().filter(|e| matches!(e.kind, EventKind::RunFailed { .. })).collect();
-    assert!(failed.is_empty(), "the second run failed: {failed:?}");
+    let events = restart_the_fetcher_and_finish(&mut env, &second).await;
     let wrongly = not_active(&env).await;
     assert!(
         wrongly.is_empty(),
